@@ -1,0 +1,17 @@
+"""symode: SymPy ODE models compiled with Numba, with exact derivatives and adjoint gradients."""
+from ._errors import (
+    InputValidationError as InputValidationError,
+    IntegrationError as IntegrationError,
+    ModelError as ModelError,
+    ModelParseError as ModelParseError,
+    ModelTooLargeError as ModelTooLargeError,
+    SolverFailure as SolverFailure,
+    SymodeError as SymodeError,
+    UnsupportedExpressionError as UnsupportedExpressionError,
+)
+from ._ode import ODE as ODE
+from ._solution import Gradient as Gradient, Solution as Solution
+from ._version import __version__ as __version__
+from ._numeric.methods import METHODS as _METHODS
+
+METHODS = tuple(_METHODS)

@@ -1,0 +1,1 @@
+"""Code generation: SymPy expressions to the source of a generated Numba module (no numba imported here)."""

@@ -1,0 +1,1 @@
+"""Numerical layer: tableaus, method registry and compiled kernels (numpy + numba only, never sympy)."""

@@ -1,0 +1,52 @@
+"""Method registry: names of the public API -> method data objects."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import tableau as tb
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered integration method: its kind, tableau and default controller."""
+
+    name: str
+    kind: str  # "explicit" or "rosenbrock"
+    tableau: object
+    fixed: bool
+    order: int
+    beta: float = 0.0  # PI-controller coefficient (0: the classical I-controller)
+
+    def packed(self):
+        T = self.tableau
+        be = T.b_error if T.b_error is not None else np.zeros_like(T.b)
+        return (np.ascontiguousarray(T.a), np.ascontiguousarray(T.b), np.ascontiguousarray(be),
+                np.ascontiguousarray(T.c), np.ascontiguousarray(T.dense), T.fsal, T.error_order)
+
+
+METHODS = {
+    "euler": Method("euler", "explicit", tb.EULER, True, 1),
+    "midpoint": Method("midpoint", "explicit", tb.MIDPOINT, True, 2),
+    "rk4": Method("rk4", "explicit", tb.RK4, True, 4),
+    "bosh3": Method("bosh3", "explicit", tb.BOSH3, False, 3, beta=0.0),
+    "dopri5": Method("dopri5", "explicit", tb.DOPRI5, False, 5, beta=0.04),
+    "tsit5": Method("tsit5", "explicit", tb.TSIT5, False, 5, beta=0.04),
+}
+
+
+def register(method: Method):
+    """Add a method to the registry (used by the stiff solvers' module)."""
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is already registered")
+    METHODS[method.name] = method
+
+
+def get(name):
+    from .._errors import InputValidationError
+
+    if not isinstance(name, str) or name not in METHODS:
+        valid = ", ".join(repr(k) for k in METHODS)
+        raise InputValidationError(f"Unknown method {name!r}; valid: {valid}.")
+    return METHODS[name]

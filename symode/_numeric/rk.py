@@ -1,0 +1,505 @@
+"""Compiled explicit Runge-Kutta integration loops (library code, compiled once and cached on disk).
+
+One adaptive/fixed-step loop serves every use: a plain solve (``MODE_F``), forward sensitivities
+(``MODE_SENS``), the backsolve adjoint (``MODE_BACKSOLVE``) and the interpolating adjoint used by the
+checkpoint variant (``MODE_ADJ``). The mode only changes the right-hand side that ``eval_rhs`` evaluates;
+methods are tableaus passed as arrays (``rk_a``, ``rk_b``, ``rk_b_error``, ``rk_c``, ``rk_dense``).
+Model kernels arrive as addresses in ``kern`` = [f, jac_z, jac_theta, jac_t, vjp].
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from .. import _status as st
+from .fnptr import as_f, as_j, as_v
+
+_OPTS = dict(cache=True, error_model="numpy", nogil=True)
+_INLINE = dict(_OPTS, inline="always")
+
+MODE_F = 0
+MODE_SENS = 1
+MODE_BACKSOLVE = 2
+MODE_ADJ = 3
+
+K_F, K_JZ, K_JP, K_JT, K_VJP = 0, 1, 2, 3, 4
+
+
+@njit(**_INLINE)
+def dense_eval(y0, h, K, rk_dense, frac, out):
+    """Continuous extension: out = y0 + h * sum_i b_i(frac) K[i], b_i(x) = sum_j rk_dense[i, j] x**(j+1)."""
+    s, deg = rk_dense.shape
+    ny = y0.size
+    for q in range(ny):
+        out[q] = y0[q]
+    for i in range(s):
+        bi = 0.0
+        xp = frac
+        for j in range(deg):
+            bi += rk_dense[i, j] * xp
+            xp *= frac
+        if bi != 0.0:
+            c = h * bi
+            for q in range(ny):
+                out[q] += c * K[i, q]
+
+
+@njit(**_OPTS)
+def interp_forward(t, seg_t, seg_h, seg_y, seg_k, rk_dense, out, zbuf):
+    """z(t) from recorded forward steps (start times seg_t, signed steps seg_h, start states seg_y, stages
+    seg_k) by the method's continuous extension; t outside the recorded range is clamped to its ends."""
+    nseg = seg_t.size
+    d = 1.0 if seg_h[0] >= 0.0 else -1.0
+    lo, hi = 0, nseg - 1
+    # last k with d*seg_t[k] <= d*t
+    if d * (t - seg_t[0]) <= 0.0:
+        k = 0
+    else:
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if d * (seg_t[mid] - t) <= 0.0:
+                lo = mid
+            else:
+                hi = mid - 1
+        k = lo
+    h = seg_h[k]
+    frac = (t - seg_t[k]) / h if h != 0.0 else 0.0
+    if frac > 1.0:
+        frac = 1.0
+    if frac < 0.0:
+        frac = 0.0
+    dense_eval(seg_y[k], h, seg_k[k], rk_dense, frac, out)
+
+
+@njit(**_INLINE)
+def eval_rhs(mode, kern, n, p, t, y, theta, out, wz, wa, wp, J, Jp, seg_t, seg_h, seg_y, seg_k, rk_dense):
+    """Evaluate the right-hand side of the (possibly augmented) system for `mode` into `out`."""
+    if mode == MODE_F:
+        as_f(kern[K_F])(t, y, theta, out)
+    elif mode == MODE_BACKSOLVE:
+        # y = [z, a, g]: z' = f(z), a' = -a^T df/dz, g' = -a^T df/dtheta
+        for i in range(n):
+            wz[i] = y[i]
+            wa[i] = y[n + i]
+        as_f(kern[K_F])(t, wz, theta, out[:n])
+        as_v(kern[K_VJP])(t, wz, theta, wa, out[n:2 * n], wp)
+        for i in range(n):
+            out[n + i] = -out[n + i]
+        for k in range(p):
+            out[2 * n + k] = -wp[k]
+    elif mode == MODE_ADJ:
+        # y = [a, g]; z(t) from the recorded forward solution
+        interp_forward(t, seg_t, seg_h, seg_y, seg_k, rk_dense, wz, wa)
+        for i in range(n):
+            wa[i] = y[i]
+        as_v(kern[K_VJP])(t, wz, theta, wa, out[:n], wp)
+        for i in range(n):
+            out[i] = -out[i]
+        for k in range(p):
+            out[n + k] = -wp[k]
+    else:
+        # MODE_SENS: y = [z, Sz (n x n, row-major), Sp (n x p)]; Sz' = J Sz, Sp' = J Sp + Jp
+        for i in range(n):
+            wz[i] = y[i]
+        as_f(kern[K_F])(t, wz, theta, out[:n])
+        as_j(kern[K_JZ])(t, wz, theta, J)
+        if p > 0:
+            as_j(kern[K_JP])(t, wz, theta, Jp)
+        ncol = n + p
+        for i in range(n):
+            for c in range(ncol):
+                acc = 0.0
+                if c >= n:
+                    acc = Jp[i, c - n]
+                for j in range(n):
+                    Jij = J[i, j]
+                    if Jij != 0.0:
+                        if c < n:
+                            acc += Jij * y[n + j * n + c]
+                        else:
+                            acc += Jij * y[n + n * n + j * p + (c - n)]
+                if c < n:
+                    out[n + i * n + c] = acc
+                else:
+                    out[n + n * n + i * p + (c - n)] = acc
+
+
+@njit(**_INLINE)
+def error_norm(err, y, ynew, rtol, atol, nerr):
+    """RMS norm of err / (atol + rtol * max(|y|, |ynew|)) over the first `nerr` components."""
+    acc = 0.0
+    for q in range(nerr):
+        sc = atol[q] + rtol[q] * max(abs(y[q]), abs(ynew[q]))
+        e = err[q] / sc
+        acc += e * e
+    return math.sqrt(acc / max(nerr, 1))
+
+
+@njit(**_INLINE)
+def _all_finite(x):
+    for v in x:
+        if not math.isfinite(v):
+            return False
+    return True
+
+
+@njit(**_OPTS)
+def _grow(rec_t, rec_h, rec_y, rec_k, store_k):
+    cap = rec_t.size * 2
+    nt = np.empty(cap)
+    nh = np.empty(cap)
+    ny_ = np.empty((cap, rec_y.shape[1]))
+    nt[: rec_t.size] = rec_t
+    nh[: rec_h.size] = rec_h
+    ny_[: rec_y.shape[0]] = rec_y
+    if store_k:
+        nk = np.empty((cap, rec_k.shape[1], rec_k.shape[2]))
+        nk[: rec_k.shape[0]] = rec_k
+    else:
+        nk = rec_k
+    return nt, nh, ny_, nk
+
+
+@njit(**_OPTS)
+def integrate(mode, kern, n, p, theta, ts, y0,
+              rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive,
+              rtol, atol, nerr, h_init, h_max, dt_fixed, max_steps, ctrl,
+              stop_at_ts, use_jumps, jump_add, jump_set, set_mask,
+              seg_t, seg_h, seg_y, seg_k, record, out_y, stats, fstats):
+    """Integrate the `mode` system from ts[0] through every ts[i] (strictly monotonic, either direction).
+
+    Parameters
+    ----------
+    y0 : ndarray, shape (ny,)
+    out_y : ndarray, shape (m, ny)
+        Receives the solution at every ts[i] (row 0 = y0). With ``use_jumps`` the row holds the value
+        arriving at ts[i], before ``jump_add[i]`` is added and the components with ``set_mask`` are set
+        to ``jump_set[i]``.
+    ctrl : ndarray (safety, fac_min, fac_max, beta)
+        PI controller: factor = safety * err**-(1/k - 0.75 beta) * err_prev**beta, k = error_order + 1.
+    record : int
+        0: nothing; 1: record every accepted step (start time, signed step, start state); 2: also the
+        stages (for dense output of the recorded solution).
+    stats : int64 array: [nfev, nsteps, naccepted, nrejected, ...]; fstats: float [t_reached, h_last].
+
+    Returns
+    -------
+    (status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec)
+        out_step[i], out_frac[i]: recorded step index and fraction in [0, 1] where ts[i] was output.
+    """
+    ny = y0.size
+    s = rk_b.size
+    m = ts.size
+    fdirect = as_f(kern[K_F])
+    K = np.zeros((s, ny))
+    y = y0.copy()
+    ytmp = np.empty(ny)
+    ynew = np.empty(ny)
+    err = np.empty(ny)
+    wz = np.empty(n)
+    wa = np.empty(n)
+    wp = np.empty(max(p, 1))
+    J = np.zeros((n, n))
+    Jp = np.zeros((n, max(p, 1)))
+    safety, fac_min, fac_max, beta = ctrl[0], ctrl[1], ctrl[2], ctrl[3]
+    store_k = record >= 2
+    cap = 16
+    rec_t = np.empty(cap)
+    rec_h = np.empty(cap)
+    rec_y = np.empty((cap, ny))
+    rec_k = np.empty((cap if store_k else 1, s, ny))
+    n_rec = 0
+    out_step = np.full(m, -1, dtype=np.int64)
+    out_frac = np.zeros(m)
+    for q in range(ny):
+        out_y[0, q] = y[q]
+    t = ts[0]
+    fstats[0] = t
+    status = st.SUCCESS
+    if m == 1:
+        return status, out_step, out_frac, rec_t[:0], rec_h[:0], rec_y[:0], rec_k[:0], 0
+    if use_jumps:
+        # no jump at ts[0]: the caller prepares y0
+        pass
+    d = 1.0 if ts[m - 1] > ts[0] else -1.0
+    nfev = 0
+    nsteps = 0
+    nacc = 0
+    nrej = 0
+    if mode == MODE_F:
+        fdirect(t, y, theta, K[0])
+    else:
+        eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
+                 seg_t, seg_h, seg_y, seg_k, rk_dense)
+    nfev += 1
+    if not _all_finite(K[0]):
+        status = st.NONFINITE
+        stats[0] = nfev
+        return status, out_step, out_frac, rec_t[:0], rec_h[:0], rec_y[:0], rec_k[:0], 0
+    i_next = 1
+    t_end = ts[m - 1]
+    if adaptive:
+        k_exp = error_order + 1.0
+        expo1 = 1.0 / k_exp - 0.75 * beta
+        if h_init > 0.0:
+            h_abs = h_init
+        else:
+            # Standard initial-step heuristic (Hairer, Norsett & Wanner, Sec. II.4; as SciPy's).
+            span = abs(t_end - t)
+            d0 = 0.0
+            d1 = 0.0
+            for q in range(nerr):
+                sc = atol[q] + abs(y[q]) * rtol[q]
+                d0 += (y[q] / sc) ** 2
+                d1 += (K[0, q] / sc) ** 2
+            d0 = math.sqrt(d0 / nerr)
+            d1 = math.sqrt(d1 / nerr)
+            if d0 < 1e-5 or d1 < 1e-5:
+                h0 = 1e-6
+            else:
+                h0 = 0.01 * d0 / d1
+            h0 = min(h0, span)
+            for q in range(ny):
+                ytmp[q] = y[q] + h0 * d * K[0, q]
+            if mode == MODE_F:
+                fdirect(t + h0 * d, ytmp, theta, K[1])
+            else:
+                eval_rhs(mode, kern, n, p, t + h0 * d, ytmp, theta, K[1], wz, wa, wp, J, Jp,
+                         seg_t, seg_h, seg_y, seg_k, rk_dense)
+            nfev += 1
+            d2 = 0.0
+            for q in range(nerr):
+                sc = atol[q] + abs(y[q]) * rtol[q]
+                d2 += ((K[1, q] - K[0, q]) / sc) ** 2
+            d2 = math.sqrt(d2 / nerr) / h0
+            if not math.isfinite(d2):
+                h1 = h0 * 1e-3
+            elif d1 <= 1e-15 and d2 <= 1e-15:
+                h1 = max(1e-6, h0 * 1e-3)
+            else:
+                h1 = (0.01 / max(d1, d2)) ** (1.0 / k_exp)
+            h_abs = min(100.0 * h0, h1, span)
+        if h_max > 0.0 and h_abs > h_max:
+            h_abs = h_max
+        err_prev = 1e-4
+        step_rejected = False
+        last_nonfinite = False
+        while i_next < m:
+            if nsteps >= max_steps:
+                status = st.MAX_STEPS
+                break
+            min_step = 10.0 * abs(np.nextafter(t, d * np.inf) - t)
+            if h_max > 0.0 and h_abs > h_max:
+                h_abs = h_max
+            if h_abs < min_step:
+                status = st.NONFINITE if last_nonfinite else st.DT_MIN
+                break
+            t_stop = ts[i_next] if stop_at_ts else t_end
+            h_prop = h_abs
+            t_new = t + d * h_abs
+            clipped = False
+            if d * (t_new - t_stop) >= 0.0:
+                t_new = t_stop
+                clipped = True
+            h = t_new - t
+            h_used = abs(h)
+            for i in range(1, s):
+                for q in range(ny):
+                    acc = 0.0
+                    for j in range(i):
+                        acc += rk_a[i, j] * K[j, q]
+                    ytmp[q] = y[q] + h * acc
+                if fsal and i == s - 1:
+                    for q in range(ny):
+                        ynew[q] = ytmp[q]
+                    t_i = t_new
+                else:
+                    t_i = t + rk_c[i] * h
+                if mode == MODE_F:
+                    fdirect(t_i, ytmp, theta, K[i])
+                else:
+                    eval_rhs(mode, kern, n, p, t_i, ytmp, theta, K[i], wz, wa, wp, J, Jp,
+                             seg_t, seg_h, seg_y, seg_k, rk_dense)
+            nfev += s - 1
+            if not fsal:
+                for q in range(ny):
+                    acc = 0.0
+                    for j in range(s):
+                        acc += rk_b[j] * K[j, q]
+                    ynew[q] = y[q] + h * acc
+            for q in range(ny):
+                acc = 0.0
+                for j in range(s):
+                    acc += rk_b_error[j] * K[j, q]
+                err[q] = h * acc
+            nsteps += 1
+            errn = error_norm(err, y, ynew, rtol, atol, nerr)
+            finite = math.isfinite(errn) and _all_finite(ynew)
+            if fsal and finite:
+                finite = _all_finite(K[s - 1])
+            if not finite:
+                nrej += 1
+                last_nonfinite = True
+                step_rejected = True
+                h_abs = h_used * fac_min
+                continue
+            if errn >= 1.0:
+                nrej += 1
+                last_nonfinite = False
+                step_rejected = True
+                h_abs = h_used * max(fac_min, safety * errn ** (-1.0 / k_exp))
+                continue
+            # accepted
+            last_nonfinite = False
+            if errn == 0.0:
+                factor = fac_max
+            else:
+                factor = min(fac_max, safety * errn ** (-expo1) * err_prev ** beta)
+            if step_rejected:
+                factor = min(1.0, factor)
+            step_rejected = False
+            err_prev = max(errn, 1e-4)
+            if record > 0:
+                if n_rec == rec_t.size:
+                    rec_t, rec_h, rec_y, rec_k = _grow(rec_t, rec_h, rec_y, rec_k, store_k)
+                rec_t[n_rec] = t
+                rec_h[n_rec] = h
+                rec_y[n_rec] = y
+                if store_k:
+                    rec_k[n_rec] = K
+            # outputs inside (t, t_new]
+            while i_next < m and d * (ts[i_next] - t_new) <= 0.0:
+                if ts[i_next] == t_new:
+                    for q in range(ny):
+                        out_y[i_next, q] = ynew[q]
+                    out_frac[i_next] = 1.0
+                else:
+                    frac = (ts[i_next] - t) / h
+                    dense_eval(y, h, K, rk_dense, frac, ytmp)
+                    for q in range(ny):
+                        out_y[i_next, q] = ytmp[q]
+                    out_frac[i_next] = frac
+                out_step[i_next] = n_rec
+                i_next += 1
+            n_rec += 1
+            nacc += 1
+            t = t_new
+            jumped = False
+            if use_jumps and clipped and stop_at_ts and out_step[i_next - 1] == n_rec - 1 and ts[i_next - 1] == t:
+                ij = i_next - 1
+                for q in range(ny):
+                    if set_mask[q]:
+                        ynew[q] = jump_set[ij, q]
+                    else:
+                        ynew[q] += jump_add[ij, q]
+                jumped = True
+            for q in range(ny):
+                y[q] = ynew[q]
+            if fsal and not jumped:
+                for q in range(ny):
+                    K[0, q] = K[s - 1, q]
+            elif i_next < m:
+                if mode == MODE_F:
+                    fdirect(t, y, theta, K[0])
+                else:
+                    eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
+                             seg_t, seg_h, seg_y, seg_k, rk_dense)
+                nfev += 1
+                if not _all_finite(K[0]):
+                    status = st.NONFINITE
+                    break
+            h_abs = h_used * factor
+            if clipped and h_abs < h_prop:
+                h_abs = h_prop
+    else:
+        # fixed steps: each interval split into equal steps no longer than dt_fixed
+        while i_next < m:
+            t0 = t
+            t1 = ts[i_next]
+            nsub = int(math.ceil(abs(t1 - t0) / dt_fixed * (1.0 - 1e-12)))
+            if nsub < 1:
+                nsub = 1
+            h = (t1 - t0) / nsub
+            for k in range(nsub):
+                if nsteps >= max_steps:
+                    status = st.MAX_STEPS
+                    break
+                t_new = t1 if k == nsub - 1 else t0 + (k + 1) * h
+                for i in range(1, s):
+                    for q in range(ny):
+                        acc = 0.0
+                        for j in range(i):
+                            acc += rk_a[i, j] * K[j, q]
+                        ytmp[q] = y[q] + h * acc
+                    if mode == MODE_F:
+                        fdirect(t + rk_c[i] * h, ytmp, theta, K[i])
+                    else:
+                        eval_rhs(mode, kern, n, p, t + rk_c[i] * h, ytmp, theta, K[i], wz, wa, wp, J, Jp,
+                                 seg_t, seg_h, seg_y, seg_k, rk_dense)
+                nfev += s - 1
+                for q in range(ny):
+                    acc = 0.0
+                    for j in range(s):
+                        acc += rk_b[j] * K[j, q]
+                    ynew[q] = y[q] + h * acc
+                nsteps += 1
+                if not _all_finite(ynew):
+                    status = st.NONFINITE
+                    break
+                if record > 0:
+                    if n_rec == rec_t.size:
+                        rec_t, rec_h, rec_y, rec_k = _grow(rec_t, rec_h, rec_y, rec_k, store_k)
+                    rec_t[n_rec] = t
+                    rec_h[n_rec] = h
+                    rec_y[n_rec] = y
+                    if store_k:
+                        rec_k[n_rec] = K
+                n_rec += 1
+                nacc += 1
+                t = t_new
+                for q in range(ny):
+                    y[q] = ynew[q]
+                if k == nsub - 1:
+                    for q in range(ny):
+                        out_y[i_next, q] = y[q]
+                    out_step[i_next] = n_rec - 1
+                    out_frac[i_next] = 1.0
+                    if use_jumps:
+                        for q in range(ny):
+                            if set_mask[q]:
+                                y[q] = jump_set[i_next, q]
+                            else:
+                                y[q] += jump_add[i_next, q]
+                if mode == MODE_F:
+                    fdirect(t, y, theta, K[0])
+                else:
+                    eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
+                             seg_t, seg_h, seg_y, seg_k, rk_dense)
+                nfev += 1
+                if not _all_finite(K[0]):
+                    status = st.NONFINITE
+                    break
+            if status != st.SUCCESS:
+                break
+            i_next += 1
+    stats[0] = nfev
+    stats[1] = nsteps
+    stats[2] = nacc
+    stats[3] = nrej
+    fstats[0] = t
+    return status, out_step, out_frac, rec_t[:n_rec], rec_h[:n_rec], rec_y[:n_rec], rec_k[:n_rec], n_rec
+
+
+@njit(**_OPTS)
+def call_f(addr, t, z, theta, out):
+    as_f(addr)(t, z, theta, out)
+
+
+@njit(**_OPTS)
+def call_j(addr, t, z, theta, out):
+    as_j(addr)(t, z, theta, out)
+
+
+@njit(**_OPTS)
+def call_vjp(addr, t, z, theta, a, out_z, out_theta):
+    as_v(addr)(t, z, theta, a, out_z, out_theta)

@@ -1,0 +1,279 @@
+"""The user-facing ODE class."""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from . import _status
+from . import _validate as V
+from ._compiled import CompiledModel
+from ._errors import InputValidationError, IntegrationError
+from ._numeric import methods as M
+from ._numeric import rk
+from ._solution import Solution
+from ._symbolic.derivatives import Derivatives
+from ._symbolic.model import SymbolicModel
+
+DEFAULT_MAX_STEPS = 100_000
+_SOLVE_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller")
+
+
+class ODE:
+    """An ODE model dz/dt = f(z, theta, t) written in SymPy, compiled on first use.
+
+    Parameters
+    ----------
+    rhs : sequence of sympy.Expr or sympy.Matrix, length n
+        The right-hand sides, one per state.
+    states : sequence of sympy.Symbol, length n
+    params : sequence of sympy.Symbol, length p, optional
+    t : sympy.Symbol, optional
+        The time symbol, if the model is non-autonomous.
+
+    Raises
+    ------
+    symode.ModelError
+        On mismatched lengths, duplicate or non-Symbol entries, undeclared free symbols (named in the
+        message) or expressions that cannot be compiled. Raised here, before anything compiles.
+
+    Examples
+    --------
+    >>> import sympy as sp, numpy as np, symode
+    >>> x, y = sp.symbols("x y"); a, b, c, d = sp.symbols("alpha beta gamma delta")
+    >>> lv = symode.ODE([a*x - b*x*y, d*x*y - c*y], states=[x, y], params=[a, b, c, d])
+    >>> sol = lv.solve([1.0, 1.0], [1.5, 1.0, 3.0, 1.0], np.linspace(0, 10, 11))
+    """
+
+    def __init__(self, rhs, states, params=(), t=None):
+        self._sym = SymbolicModel(rhs, states, params, t)
+        self._compiled = None
+        self._derivs = None
+
+    # ------------------------------------------------------------------ description
+    @property
+    def n_states(self):
+        return self._sym.n
+
+    @property
+    def n_params(self):
+        return self._sym.p
+
+    @property
+    def states(self):
+        return self._sym.states
+
+    @property
+    def params(self):
+        return self._sym.params
+
+    @property
+    def t(self):
+        return self._sym.t
+
+    @property
+    def rhs(self):
+        """The right-hand sides as a SymPy column Matrix (user symbols)."""
+        return sp.Matrix(self._sym.rhs)
+
+    def _derivatives(self):
+        if self._derivs is None:
+            if self._compiled is not None and getattr(self._compiled, "derivatives", None) is not None:
+                self._derivs = self._compiled.derivatives
+            else:
+                self._derivs = Derivatives(self._sym)
+        return self._derivs
+
+    @property
+    def jac_z_expr(self):
+        """Exact df/dz as a SymPy Matrix (n, n) in the user's symbols."""
+        return self._derivatives().dense_jac_z().xreplace(self._sym.from_canon)
+
+    @property
+    def jac_theta_expr(self):
+        """Exact df/dtheta as a SymPy Matrix (n, p) in the user's symbols."""
+        return self._derivatives().dense_jac_theta().xreplace(self._sym.from_canon)
+
+    @property
+    def jac_t_expr(self):
+        """Exact df/dt as a SymPy Matrix (n, 1) in the user's symbols."""
+        d = self._derivatives()
+        return sp.Matrix([d.jac_t.get(i, sp.S.Zero) for i in range(self.n_states)]).xreplace(self._sym.from_canon)
+
+    def __repr__(self):
+        return f"ODE(n_states={self.n_states}, n_params={self.n_params}, states={list(self.states)})"
+
+    # ------------------------------------------------------------------ compiled kernels
+    @property
+    def compiled(self):
+        """The generated, compiled module (built or loaded from the on-disk cache on first access)."""
+        if self._compiled is None:
+            self._compiled = CompiledModel(self._sym)
+        return self._compiled
+
+    @property
+    def source_path(self):
+        """Path of the generated source file (useful when reading a Numba traceback)."""
+        return self.compiled.path
+
+    def _zt(self, z, theta):
+        z = V.vector(z, self.n_states, "z", [str(s) for s in self.states])
+        theta = V.vector(theta, self.n_params, "theta", [str(s) for s in self.params])
+        return z, theta
+
+    def f(self, z, theta=(), t=0.0):
+        """Evaluate dz/dt = f(z, theta, t); returns shape (n,)."""
+        z, theta = self._zt(z, theta)
+        out = np.empty(self.n_states)
+        rk.call_f(self.compiled.kern[0], float(t), z, theta, out)
+        return out
+
+    def jac_z(self, z, theta=(), t=0.0):
+        """Exact df/dz at (z, theta, t); returns shape (n, n)."""
+        z, theta = self._zt(z, theta)
+        out = np.zeros((self.n_states, self.n_states))
+        rk.call_j(self.compiled.kern[1], float(t), z, theta, out)
+        return out
+
+    def jac_theta(self, z, theta=(), t=0.0):
+        """Exact df/dtheta at (z, theta, t); returns shape (n, p)."""
+        z, theta = self._zt(z, theta)
+        out = np.zeros((self.n_states, self.n_params))
+        rk.call_j(self.compiled.kern[2], float(t), z, theta, out)
+        return out
+
+    def jac_t(self, z, theta=(), t=0.0):
+        """Exact df/dt at (z, theta, t); returns shape (n,)."""
+        z, theta = self._zt(z, theta)
+        out = np.empty(self.n_states)
+        rk.call_f(self.compiled.kern[3], float(t), z, theta, out)
+        return out
+
+    def vjp_f(self, z, theta, t, a):
+        """Vector-Jacobian products (a^T df/dz, a^T df/dtheta) at one point; shapes (n,), (p,)."""
+        z, theta = self._zt(z, theta)
+        a = V.vector(a, self.n_states, "a")
+        oz = np.empty(self.n_states)
+        op = np.empty(max(self.n_params, 1))
+        rk.call_vjp(self.compiled.kern[4], float(t), z, theta, a, oz, op)
+        return oz, op[: self.n_params].copy()
+
+    # ------------------------------------------------------------------ solving
+    def _options(self, method, rtol, atol, dt, max_steps, dt_max, controller, ny=None):
+        meth = M.get(method)
+        ny = self.n_states if ny is None else ny
+        if meth.fixed:
+            if dt is None:
+                raise InputValidationError(f"method {meth.name!r} takes fixed steps and needs `dt` (e.g. dt=0.01)")
+        dt = V.positive_float(dt, "dt")
+        rtol_a, atol_a = V.tolerances(rtol, atol, self.n_states)
+        max_steps = V.positive_int(max_steps, "max_steps")
+        dt_max = V.positive_float(dt_max, "dt_max")
+        ctrl = np.array([0.9, 0.2, 10.0, meth.beta])
+        if controller is not None:
+            names = ("safety", "fac_min", "fac_max", "beta")
+            for k, v in dict(controller).items():
+                if k not in names:
+                    raise InputValidationError(f"unknown controller setting {k!r}; valid: {', '.join(names)}")
+                ctrl[names.index(k)] = float(v)
+        return meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl
+
+    def solve(self, z0, theta=(), ts=None, method="dopri5", rtol=1e-6, atol=1e-9, dt=None,
+              max_steps=DEFAULT_MAX_STEPS, throw=True, dt_max=None, controller=None, **kwargs):
+        """Integrate from z(ts[0]) = z0 and return the solution at every time in `ts`.
+
+        Parameters
+        ----------
+        z0 : array_like, shape (n,)
+        theta : array_like, shape (p,)
+        ts : array_like, shape (m,)
+            Output times, strictly increasing or strictly decreasing (backward in time); ts[0] is the start.
+        method : str
+            "euler", "midpoint", "rk4" (fixed steps of at most `dt`), "bosh3", "dopri5", "tsit5" (adaptive).
+        rtol, atol : float or array_like (n,)
+            Relative and absolute tolerances of the adaptive methods.
+        dt : float, optional
+            Step of the fixed-step methods (each interval between output times is split into equal steps no
+            longer than dt); the initial step of the adaptive methods (chosen automatically by default).
+        max_steps : int
+            Bound on the number of attempted steps.
+        throw : bool
+            If True (default) a failed integration raises :class:`symode.IntegrationError`; if False the
+            partial solution is returned with its ``status`` and ``message``.
+        dt_max : float, optional
+            Largest step allowed.
+        controller : dict, optional
+            Step-size controller settings: ``safety`` (0.9), ``fac_min`` (0.2), ``fac_max`` (10), ``beta``
+            (the PI coefficient; 0.04 for dopri5/tsit5, 0 for bosh3).
+
+        Returns
+        -------
+        Solution
+            ``t`` (m,), ``z`` (m, n), ``stats``, ``status``, ``success``, ``message``.
+        """
+        if kwargs:
+            raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kwargs))}; valid: "
+                                       f"{', '.join(_SOLVE_KEYS)}")
+        if ts is None:
+            raise InputValidationError("`ts` (the output times, ts[0] being the start) is required")
+        z0, theta = self._zt(z0, theta)
+        ts = V.times(ts)
+        opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller)
+        meth = opts[0]
+        if meth.kind != "explicit":
+            from ._stiff import solve_stiff  # noqa: F401  (registered by the stiff module)
+
+            return solve_stiff(self, z0, theta, ts, opts, throw)
+        res = self._integrate(rk.MODE_F, z0, theta, ts, opts)
+        return self._make_solution(ts, res, meth, opts[4], throw)
+
+    def _integrate(self, mode, y0, theta, ts, opts, nerr=None, record=0, stop_at_ts=False, jumps=None,
+                   seg=None, rtol=None, atol=None):
+        meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
+        ny = y0.size
+        if rtol is None:
+            rtol = np.resize(rtol_a, ny) if ny != rtol_a.size else rtol_a
+            atol = np.resize(atol_a, ny) if ny != atol_a.size else atol_a
+        a, b, be, c, dense, fsal, eo = meth.packed()
+        m = ts.size
+        if jumps is None:
+            use_jumps = False
+            jadd = np.zeros((1, 1))
+            jset = np.zeros((1, 1))
+            mask = np.zeros(1, dtype=np.int64)
+        else:
+            use_jumps = True
+            jadd, jset, mask = jumps
+        if seg is None:
+            seg = (np.zeros(1), np.ones(1), np.zeros((1, self.n_states)), np.zeros((1, b.size, self.n_states)))
+        out_y = np.empty((m, ny))
+        stats = np.zeros(8, dtype=np.int64)
+        fstats = np.zeros(4)
+        res = rk.integrate(mode, self.compiled.kern, self.n_states, self.n_params, theta, ts, y0,
+                           a, b, be, c, dense, fsal, eo, not meth.fixed,
+                           rtol, atol, ny if nerr is None else nerr,
+                           0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
+                           1.0 if dt is None else dt, max_steps, ctrl,
+                           stop_at_ts, use_jumps, jadd, jset, mask,
+                           seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats)
+        status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec = res
+        return dict(status=int(status), out_y=out_y, out_step=out_step, out_frac=out_frac, rec_t=rec_t,
+                    rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, stats=stats, t_reached=float(fstats[0]), method=meth)
+
+    def _make_solution(self, ts, res, meth, max_steps, throw, n=None):
+        n = self.n_states if n is None else n
+        status = res["status"]
+        z = res["out_y"][:, :n]
+        if status != _status.SUCCESS:
+            z = z.copy()
+            reached = res["out_step"] >= 0
+            reached[0] = True
+            z[~reached] = np.nan
+        s = res["stats"]
+        stats = dict(nfev=int(s[0]), nsteps=int(s[1]), naccepted=int(s[2]), nrejected=int(s[3]),
+                     njev=int(s[4]), nlu=int(s[5]), method=meth.name)
+        msg = _status.message(status, res["t_reached"], max_steps)
+        sol = Solution(t=ts, z=z, stats=stats, status=status, message=msg, t_reached=res["t_reached"])
+        if status != _status.SUCCESS and throw:
+            raise IntegrationError(f"{_status.NAMES[status]}: {msg}", status=status, t=res["t_reached"],
+                                   solution=sol)
+        return sol

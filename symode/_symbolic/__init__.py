@@ -1,0 +1,1 @@
+"""Symbolic layer: model validation and exact derivatives (SymPy only, never numba)."""

@@ -1,0 +1,97 @@
+"""Validation and conversion of numerical inputs, done in Python before any kernel runs."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._errors import InputValidationError
+
+
+def vector(x, n, name, names=None):
+    """Return `x` as a fresh C-contiguous float64 array of shape (n,), or raise naming the problem."""
+    if isinstance(x, (str, bytes)):
+        raise InputValidationError(f"`{name}` must be numeric, got a string")
+    try:
+        arr = np.array(x, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as e:
+        raise InputValidationError(f"`{name}` must be an array of real numbers ({e})") from None
+    if np.iscomplexobj(np.asarray(x)):
+        raise InputValidationError(f"`{name}` must be real, got complex values")
+    if arr.ndim == 0 and n == 1:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        who = f" ({', '.join(names)})" if names else ""
+        raise InputValidationError(f"`{name}` has shape {np.shape(x)} but the model expects {n} entries{who}")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise InputValidationError(f"`{name}`[{bad[0]}] is not finite ({arr[bad[0]]})")
+    return np.ascontiguousarray(arr)
+
+
+def times(ts):
+    """Return `ts` as float64 (m,), finite and strictly monotonic (either direction)."""
+    try:
+        arr = np.array(ts, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as e:
+        raise InputValidationError(f"`ts` must be an array of real numbers ({e})") from None
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or arr.size == 0:
+        raise InputValidationError(f"`ts` must be a non-empty 1-D array, got shape {np.shape(ts)}")
+    if not np.all(np.isfinite(arr)):
+        raise InputValidationError(f"`ts`[{np.flatnonzero(~np.isfinite(arr))[0]}] is not finite")
+    if arr.size > 1:
+        dif = np.diff(arr)
+        if not (np.all(dif > 0) or np.all(dif < 0)):
+            i = int(np.flatnonzero(dif * np.sign(dif[0]) <= 0)[0]) if dif[0] != 0 else 0
+            raise InputValidationError(f"`ts` must be strictly monotonic (increasing, or decreasing to integrate "
+                                       f"backward); ts[{i}] = {arr[i]} and ts[{i + 1}] = {arr[i + 1]}")
+    return np.ascontiguousarray(arr)
+
+
+def tolerance(x, n, name):
+    try:
+        arr = np.array(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputValidationError(f"`{name}` must be a positive number or an array of {n}") from None
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise InputValidationError(f"`{name}` must be a scalar or have shape ({n},), got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise InputValidationError(f"`{name}` must be finite and non-negative, got {x}")
+    return np.ascontiguousarray(arr)
+
+
+def tolerances(rtol, atol, n):
+    r = tolerance(rtol, n, "rtol")
+    a = tolerance(atol, n, "atol")
+    if np.any(r <= 0) and np.any(a <= 0):
+        raise InputValidationError("`rtol` and `atol` cannot both be zero for a state")
+    floor = 100 * np.finfo(float).eps
+    if np.any((r < floor) & (r > 0)):
+        import warnings
+
+        warnings.warn(f"`rtol` below {floor:.1e} cannot be met in float64; raised to {floor:.1e}", RuntimeWarning,
+                      stacklevel=4)
+        r = np.maximum(r, floor)
+    return r, a
+
+
+def positive_int(x, name):
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x <= 0:
+        raise InputValidationError(f"`{name}` must be a positive integer, got {x!r}")
+    return int(x)
+
+
+def positive_float(x, name, allow_none=True):
+    if x is None and allow_none:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise InputValidationError(f"`{name}` must be a positive number, got {x!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise InputValidationError(f"`{name}` must be a positive finite number, got {x!r}")
+    return v

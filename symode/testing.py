@@ -1,0 +1,97 @@
+"""Tools for property-testing models and gradients: Hypothesis strategies and gradient checks.
+
+``hypothesis`` is only needed for the strategies (install the ``test`` extra).
+
+Examples
+--------
+>>> from hypothesis import given
+>>> from symode.testing import odes
+>>> @given(odes())
+... def test_my_property(model): ...
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+try:  # strategies need hypothesis; check_gradients does not
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    st = None
+
+# Names chosen to break naive code generators: keywords, builtins, generated names, Unicode, non-identifiers.
+HOSTILE_NAMES = ["lambda", "x y", "import os", "α", "np", "z", "out", "theta", "t", "a", "_s0", "w", "math",
+                 "class", "z[0]", "a.b", "1x", "__import__('os').system('echo HACKED')", "None", "f", "K",
+                 "out_z", "numba", "w[0]", "\nimport os"]
+
+
+def _need():
+    if st is None:  # pragma: no cover
+        raise ImportError("symode.testing strategies need hypothesis: pip install 'symode[test]'")
+
+
+def symbol_names(hostile=True):
+    """Strategy for symbol names: plain identifiers, plus hostile names when ``hostile``."""
+    _need()
+    plain = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
+    return st.one_of(plain, st.sampled_from(HOSTILE_NAMES)) if hostile else plain
+
+
+def expressions(leaves, max_leaves=8):
+    """Strategy for real expression trees over `leaves` that stay finite for moderate arguments.
+
+    Nodes: +, -, *, division by (1 + u^2), integer powers 2 and 3, sin, cos, tanh, exp of a bounded argument,
+    log(1 + u^2) and sqrt(1 + u^2).
+    """
+    _need()
+    consts = st.sampled_from([sp.Integer(2), sp.Rational(1, 2), sp.Float(0.3), sp.Integer(-1), sp.Rational(3, 4)])
+    base = st.one_of(st.sampled_from(list(leaves)), consts) if leaves else consts
+
+    def extend(children):
+        unary = st.sampled_from([
+            lambda u: sp.sin(u), lambda u: sp.cos(u), lambda u: sp.tanh(u), lambda u: sp.exp(sp.sin(u)),
+            lambda u: sp.log(1 + u ** 2), lambda u: sp.sqrt(1 + u ** 2), lambda u: u ** 2, lambda u: u ** 3 / 10,
+            lambda u: -u])
+        binary = st.sampled_from([lambda u, v: u + v, lambda u, v: u - v, lambda u, v: u * v,
+                                  lambda u, v: u / (1 + v ** 2)])
+        return st.one_of(st.builds(lambda f, u: f(u), unary, children),
+                         st.builds(lambda f, u, v: f(u, v), binary, children, children))
+
+    return st.recursive(base, extend, max_leaves=max_leaves)
+
+
+@st.composite if st is not None else (lambda f: f)
+def odes(draw, max_states=3, max_params=3, hostile_names=True, time=None, stable=True):
+    """Strategy for random well-posed :class:`symode.ODE` models.
+
+    Right-hand sides are ``-c*z_i + g_i(z, theta, t)`` with bounded-growth random g, so solutions stay
+    finite on moderate time spans; names may be hostile (keywords, code, Unicode).
+    """
+    import symode
+
+    n = draw(st.integers(1, max_states))
+    p = draw(st.integers(0, max_params))
+    use_t = draw(st.booleans()) if time is None else time
+    names = draw(st.lists(symbol_names(hostile_names), min_size=n + p + 1, max_size=n + p + 1, unique=True))
+    syms = [sp.Symbol(nm, real=True) for nm in names]
+    zs, ps, t = syms[:n], syms[n:n + p], syms[n + p]
+    leaves = zs + ps + ([t] if use_t else [])
+    rhs = []
+    for i in range(n):
+        g = draw(expressions(leaves))
+        rhs.append(-zs[i] / 2 + sp.tanh(g) if stable else g)
+    return symode.ODE(rhs, states=zs, params=ps, t=t if use_t else None)
+
+
+def arrays(n, lo=-1.5, hi=1.5):
+    """Strategy for finite float64 vectors of length n with entries in [lo, hi]."""
+    _need()
+    return st.lists(st.floats(lo, hi, allow_nan=False, allow_infinity=False), min_size=n, max_size=n).map(
+        lambda v: np.array(v, dtype=np.float64))
+
+
+def time_grids(min_size=2, max_size=6, t_max=2.0):
+    """Strategy for strictly increasing output-time grids starting at 0."""
+    _need()
+    return st.lists(st.floats(0.05, 1.0), min_size=min_size - 1, max_size=max_size - 1).map(
+        lambda d: np.concatenate([[0.0], np.cumsum(np.array(d) * t_max / max(np.sum(d), 1e-9))]))
