@@ -277,3 +277,34 @@ class ODE:
             raise IntegrationError(f"{_status.NAMES[status]}: {msg}", status=status, t=res["t_reached"],
                                    solution=sol)
         return sol
+
+    # ------------------------------------------------------------------ gradients
+    def vjp(self, z0, theta, ts, cotangent, adjoint="discrete", **kwargs):
+        """Gradients of a loss L given ``cotangent[i] = dL/dz(ts[i])``.
+
+        Parameters
+        ----------
+        z0, theta, ts : as for :meth:`solve`
+        cotangent : array_like, shape (m, n)
+        adjoint : {"discrete", "checkpoint", "backsolve", "forward"}
+            See :mod:`symode._gradients` for what each computes and when to use it.
+        **kwargs
+            The solver keywords of :meth:`solve` (method, rtol, atol, dt, max_steps, throw, dt_max,
+            controller), plus ``seminorm`` (leave the parameter quadrature out of the adjoint's error
+            norm, default True), ``adjoint_rtol``/``adjoint_atol`` (backward tolerances) and
+            ``checkpoints``.
+
+        Returns
+        -------
+        Gradient
+            ``z0`` (n,) = dL/dz0, ``theta`` (p,) = dL/dtheta, ``t`` (m,) = dL/dts, ``solution``.
+        """
+        from ._gradients import vjp
+
+        return vjp(self, z0, theta, ts, cotangent, adjoint=adjoint, **kwargs)
+
+    def sensitivities(self, z0, theta, ts, **kwargs):
+        """Forward sensitivities: ``t``, ``z``, ``dz_dz0`` (m, n, n) and ``dz_dtheta`` (m, n, p)."""
+        from ._gradients import sensitivities
+
+        return sensitivities(self, z0, theta, ts, **kwargs)

@@ -1,0 +1,229 @@
+"""Gradients of losses of ODE solutions: adjoint variants and forward sensitivities.
+
+``vjp`` returns dL/dz0, dL/dtheta and dL/dts given cotangent[i] = dL/dz(ts[i]). Variants:
+
+- ``"discrete"`` (default for explicit methods): the exact reverse-mode derivative of the numerical
+  method's own map along the accepted steps (step sizes held fixed). Matches finite differences of
+  ``solve`` to round-off for fixed-step methods; for adaptive methods it is the derivative of the computed
+  solution. Memory: the recorded steps (s*n + n + 2 floats per step).
+- ``"checkpoint"``: the continuous adjoint a' = -a^T df/dz, g' = -a^T df/dtheta integrated backward with
+  its own error control, with z(t) from the forward pass's recorded steps and dense output (not
+  re-integrated), so it stays accurate on stiff, chaotic and dissipative problems.
+- ``"backsolve"``: the classical Neural-ODE adjoint: z re-integrated backward together with a and g.
+  O(1) memory in the number of steps, but z(t) reconstructed backward can be wrong where the dynamics are
+  contracting or chaotic (see the docs); symode checks the reconstructed z(ts[i]) against the forward
+  values and warns when they disagree.
+- ``"forward"``: forward sensitivities (z, dz/dz0, dz/dtheta integrated together); best for few
+  parameters and states.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import _status
+from . import _validate as V
+from ._errors import InputValidationError, IntegrationError
+from ._numeric import adjoint as adj
+from ._numeric import rk
+from ._solution import Gradient, Solution
+
+ADJOINTS = ("discrete", "checkpoint", "backsolve", "forward")
+DEFAULT_ADJOINT = "discrete"
+
+
+def _check_cotangent(cotangent, m, n):
+    try:
+        c = np.array(cotangent, dtype=np.float64, copy=True)
+    except (TypeError, ValueError):
+        raise InputValidationError("`cotangent` must be a real array of shape (len(ts), n_states)") from None
+    if c.shape != (m, n):
+        raise InputValidationError(f"`cotangent` has shape {c.shape}; expected (len(ts), n_states) = ({m}, {n})")
+    if not np.all(np.isfinite(c)):
+        raise InputValidationError("`cotangent` contains NaN or inf")
+    return np.ascontiguousarray(c)
+
+
+def _raise_or_status(model, res, meth, max_steps, throw, phase):
+    if res["status"] != _status.SUCCESS:
+        msg = _status.message(res["status"], res["t_reached"], max_steps)
+        if throw:
+            raise IntegrationError(f"{phase} integration failed: {_status.NAMES[res['status']]}: {msg}",
+                                   status=res["status"], t=res["t_reached"])
+        return False
+    return True
+
+
+def _time_grad(model, zs, theta, ts, cotangent, a0plus):
+    """dL/dts[i] = cotangent[i] . f(z(ts[i])) for i > 0, and dL/dts[0] = -a(ts[0]+) . f(z0)."""
+    m = ts.size
+    gt = np.zeros(m)
+    out = np.empty(model.n_states)
+    kf = model.compiled.kern[0]
+    for i in range(1, m):
+        if np.any(cotangent[i] != 0.0):
+            rk.call_f(kf, ts[i], zs[i], theta, out)
+            gt[i] = cotangent[i] @ out
+    rk.call_f(kf, ts[0], zs[0], theta, out)
+    gt[0] = -(a0plus @ out)
+    return gt
+
+
+def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5", rtol=1e-6, atol=1e-9,
+        dt=None, max_steps=100_000, throw=True, dt_max=None, controller=None, seminorm=True,
+        adjoint_rtol=None, adjoint_atol=None, checkpoints=None, **kwargs):
+    if kwargs:
+        raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kwargs))}")
+    if adjoint not in ADJOINTS:
+        raise InputValidationError(f"Unknown adjoint {adjoint!r}; valid: {', '.join(map(repr, ADJOINTS))}.")
+    z0, theta = model._zt(z0, theta)
+    ts = V.times(ts)
+    n, p, m = model.n_states, model.n_params, ts.size
+    cot = _check_cotangent(cotangent, m, n)
+    opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller)
+    meth = opts[0]
+    if meth.kind != "explicit":
+        from ._stiff import vjp_stiff
+
+        return vjp_stiff(model, z0, theta, ts, cot, adjoint, opts, throw, seminorm, checkpoints)
+    if adjoint == "discrete":
+        fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
+        sol = model._make_solution(ts, fwd, meth, opts[4], throw)
+        if not sol.success:
+            return _failed(n, p, m, sol)
+        a, b, be, c, dense, fsal, eo = meth.packed()
+        ybar = np.empty(n)
+        gth = np.empty(max(p, 1))
+        adj.discrete_sweep(model.compiled.kern, n, p, theta, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"],
+                           fwd["rec_k"], a, b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth)
+        a0plus = ybar.copy()
+        stats = dict(forward=sol.stats, steps_recorded=int(fwd["rec_t"].size))
+        return _finish(model, sol, theta, ts, cot, a0plus, gth[:p], stats)
+    if adjoint == "forward":
+        S = sensitivities(model, z0, theta, ts, opts=opts, throw=throw)
+        if not S.solution.success:
+            return _failed(n, p, m, S.solution)
+        a0plus = np.einsum("min,mi->n", S.dz_dz0[1:], cot[1:]) if m > 1 else np.zeros(n)
+        gth = np.einsum("mip,mi->p", S.dz_dtheta, cot)
+        return _finish(model, S.solution, theta, ts, cot, a0plus, gth, dict(forward=S.solution.stats))
+    rtol_b = opts[2] if adjoint_rtol is None else V.tolerance(adjoint_rtol, n, "adjoint_rtol")
+    atol_b = opts[3] if adjoint_atol is None else V.tolerance(adjoint_atol, n, "adjoint_atol")
+    ts_b = np.ascontiguousarray(ts[::-1])
+    cot_b = cot[::-1]
+    if adjoint == "checkpoint":
+        fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
+        sol = model._make_solution(ts, fwd, meth, opts[4], throw)
+        if not sol.success:
+            return _failed(n, p, m, sol)
+        ny = n + p
+        y0 = np.zeros(ny)
+        y0[:n] = cot_b[0]
+        jadd = np.zeros((m, ny))
+        jadd[:, :n] = cot_b
+        jset = np.zeros((1, 1))
+        mask = np.zeros(ny, dtype=np.int64)
+        rt = np.concatenate([rtol_b, np.full(p, rtol_b.max() if n else 1e-6)])
+        at = np.concatenate([atol_b, np.full(p, atol_b.max() if n else 1e-9)])
+        seg = (fwd["rec_t"], fwd["rec_h"], fwd["rec_y"], fwd["rec_k"])
+        if seg[0].size == 0:
+            seg = (np.zeros(1), np.ones(1), z0.reshape(1, n).copy(), np.zeros((1, meth.tableau.n_stages, n)))
+        bwd = model._integrate(rk.MODE_ADJ, y0, theta, ts_b, opts, nerr=n if seminorm else ny, stop_at_ts=True,
+                               jumps=(jadd, jset, mask), seg=seg, rtol=rt, atol=at)
+        if not _raise_or_status(model, bwd, meth, opts[4], throw, "The backward (adjoint)"):
+            return _failed(n, p, m, sol, status=_status.ADJOINT_FAILED)
+        last = bwd["out_y"][-1]
+        a0plus = last[:n].copy()
+        stats = dict(forward=sol.stats, backward=_stats(bwd))
+        return _finish(model, sol, theta, ts, cot, a0plus, last[n:].copy(), stats)
+    # backsolve
+    fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts)
+    sol = model._make_solution(ts, fwd, meth, opts[4], throw)
+    if not sol.success:
+        return _failed(n, p, m, sol)
+    ny = 2 * n + p
+    y0 = np.zeros(ny)
+    y0[:n] = sol.z[-1]
+    y0[n:2 * n] = cot_b[0]
+    jadd = np.zeros((m, ny))
+    jadd[:, n:2 * n] = cot_b
+    jset = np.zeros((m, ny))
+    zs_b = sol.z[::-1]
+    jset[:, :n] = zs_b
+    mask = np.zeros(ny, dtype=np.int64)
+    mask[:n] = 1
+    rt = np.concatenate([opts[2], rtol_b, np.full(p, rtol_b.max())])
+    at = np.concatenate([opts[3], atol_b, np.full(p, atol_b.max())])
+    bwd = model._integrate(rk.MODE_BACKSOLVE, y0, theta, ts_b, opts, nerr=2 * n if seminorm else ny,
+                           stop_at_ts=True, jumps=(jadd, jset, mask), rtol=rt, atol=at)
+    if not _raise_or_status(model, bwd, meth, opts[4], throw, "The backward (backsolve)"):
+        return _failed(n, p, m, sol, status=_status.ADJOINT_FAILED)
+    # z reconstructed backward, compared with the forward values at the output times
+    zrec = bwd["out_y"][:, :n][::-1]
+    scale = opts[3] + opts[2] * np.abs(sol.z)
+    recon_err = float(np.max(np.abs(zrec - sol.z) / scale)) if m > 1 else 0.0
+    if recon_err > 1e3:
+        warnings.warn(f"backsolve: z(t) re-integrated backward differs from the forward solution by "
+                      f"{recon_err:.2g} tolerance units (the dynamics are contracting, stiff or chaotic); the "
+                      "gradient is unreliable. Use adjoint='checkpoint' or 'discrete'.", RuntimeWarning,
+                      stacklevel=3)
+    last = bwd["out_y"][-1]
+    a0plus = last[n:2 * n].copy()
+    stats = dict(forward=sol.stats, backward=_stats(bwd), reconstruction_error=recon_err)
+    return _finish(model, sol, theta, ts, cot, a0plus, last[2 * n:].copy(), stats)
+
+
+def _stats(res):
+    s = res["stats"]
+    return dict(nfev=int(s[0]), nsteps=int(s[1]), naccepted=int(s[2]), nrejected=int(s[3]))
+
+
+def _finish(model, sol, theta, ts, cot, a0plus, gtheta, stats):
+    gz0 = a0plus + cot[0]
+    gt = _time_grad(model, sol.z, theta, ts, cot, a0plus)
+    if not (np.all(np.isfinite(gz0)) and np.all(np.isfinite(gtheta)) and np.all(np.isfinite(gt))):
+        raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
+    return Gradient(z0=gz0, theta=np.asarray(gtheta, dtype=float).copy(), t=gt, stats=stats, solution=sol)
+
+
+def _failed(n, p, m, sol, status=None):
+    g = Gradient(z0=np.full(n, np.nan), theta=np.full(p, np.nan), t=np.full(m, np.nan), solution=sol)
+    g.stats = dict(status=status if status is not None else sol.status, message=sol.message)
+    return g
+
+
+class Sensitivities:
+    """Forward sensitivities: ``t`` (m,), ``z`` (m, n), ``dz_dz0`` (m, n, n), ``dz_dtheta`` (m, n, p)."""
+
+    def __init__(self, solution, dz_dz0, dz_dtheta):
+        self.solution = solution
+        self.t, self.z = solution.t, solution.z
+        self.dz_dz0, self.dz_dtheta = dz_dz0, dz_dtheta
+
+
+def sensitivities(model, z0, theta, ts, method="dopri5", rtol=1e-6, atol=1e-9, dt=None, max_steps=100_000,
+                  throw=True, dt_max=None, controller=None, opts=None):
+    """Integrate z together with dz/dz0 and dz/dtheta (forward sensitivity equations)."""
+    z0, theta = model._zt(z0, theta)
+    ts = V.times(ts)
+    n, p, m = model.n_states, model.n_params, ts.size
+    if opts is None:
+        opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller)
+    meth = opts[0]
+    if meth.kind != "explicit":
+        from ._stiff import sensitivities_stiff
+
+        return sensitivities_stiff(model, z0, theta, ts, opts, throw)
+    ny = n + n * n + n * p
+    y0 = np.zeros(ny)
+    y0[:n] = z0
+    y0[n:n + n * n] = np.eye(n).ravel()
+    # Sensitivities are error-controlled like the states (scaled by the same tolerances).
+    rt = np.resize(opts[2], ny)
+    at = np.resize(opts[3], ny)
+    res = model._integrate(rk.MODE_SENS, y0, theta, ts, opts, rtol=rt, atol=at)
+    sol = model._make_solution(ts, res, meth, opts[4], throw, n=n)
+    Y = res["out_y"]
+    Sz = Y[:, n:n + n * n].reshape(m, n, n)
+    Sp = Y[:, n + n * n:].reshape(m, n, p)
+    return Sensitivities(sol, Sz, Sp)
