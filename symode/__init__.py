@@ -9,7 +9,9 @@ from ._errors import (
     SymodeError as SymodeError,
     UnsupportedExpressionError as UnsupportedExpressionError,
 )
-from ._ode import ODE as ODE
+from ._ode import ODE as ODE, gradient_flow as gradient_flow
+from ._losses import FinalLoss as FinalLoss, ObservationLoss as ObservationLoss, RunningCost as RunningCost
+from ._gradients import ADJOINTS as ADJOINTS, Sensitivities as Sensitivities
 from ._solution import Gradient as Gradient, Solution as Solution
 from ._version import __version__ as __version__
 from ._numeric.methods import METHODS as _METHODS

@@ -80,18 +80,33 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
     z0, theta = model._zt(z0, theta)
     ts = V.times(ts)
     n, p, m = model.n_states, model.n_params, ts.size
-    cot = _check_cotangent(cotangent, m, n)
+    # `cotangent` may be a callable(solution) -> (value, cotangent, extra dL/dtheta), evaluated on the
+    # forward pass the gradient itself uses (value_and_grad); the value lands in Gradient.value.
+    cot_fn = cotangent if callable(cotangent) else None
+    cot = None if cot_fn else _check_cotangent(cotangent, m, n)
+    extra = {}
+
+    def get_cot(sol):
+        nonlocal cot
+        if cot_fn is not None:
+            value, c, gth_extra = cot_fn(sol)
+            cot = _check_cotangent(c, m, n)
+            extra["value"] = value
+            extra["gtheta"] = gth_extra
+        return cot
+
     opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller)
     meth = opts[0]
     if meth.kind != "explicit":
         from ._stiff import vjp_stiff
 
-        return vjp_stiff(model, z0, theta, ts, cot, adjoint, opts, throw, seminorm, checkpoints)
+        return _extra(vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, checkpoints), extra)
     if adjoint == "discrete":
         fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
         sol = model._make_solution(ts, fwd, meth, opts[4], throw)
         if not sol.success:
             return _failed(n, p, m, sol)
+        cot = get_cot(sol)
         a, b, be, c, dense, fsal, eo = meth.packed()
         ybar = np.empty(n)
         gth = np.empty(max(p, 1))
@@ -99,23 +114,24 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
                            fwd["rec_k"], a, b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth)
         a0plus = ybar.copy()
         stats = dict(forward=sol.stats, steps_recorded=int(fwd["rec_t"].size))
-        return _finish(model, sol, theta, ts, cot, a0plus, gth[:p], stats)
+        return _extra(_finish(model, sol, theta, ts, cot, a0plus, gth[:p], stats), extra)
     if adjoint == "forward":
         S = sensitivities(model, z0, theta, ts, opts=opts, throw=throw)
         if not S.solution.success:
             return _failed(n, p, m, S.solution)
+        cot = get_cot(S.solution)
         a0plus = np.einsum("min,mi->n", S.dz_dz0[1:], cot[1:]) if m > 1 else np.zeros(n)
         gth = np.einsum("mip,mi->p", S.dz_dtheta, cot)
-        return _finish(model, S.solution, theta, ts, cot, a0plus, gth, dict(forward=S.solution.stats))
+        return _extra(_finish(model, S.solution, theta, ts, cot, a0plus, gth, dict(forward=S.solution.stats)), extra)
     rtol_b = opts[2] if adjoint_rtol is None else V.tolerance(adjoint_rtol, n, "adjoint_rtol")
     atol_b = opts[3] if adjoint_atol is None else V.tolerance(adjoint_atol, n, "adjoint_atol")
     ts_b = np.ascontiguousarray(ts[::-1])
-    cot_b = cot[::-1]
     if adjoint == "checkpoint":
         fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
         sol = model._make_solution(ts, fwd, meth, opts[4], throw)
         if not sol.success:
             return _failed(n, p, m, sol)
+        cot_b = get_cot(sol)[::-1]
         ny = n + p
         y0 = np.zeros(ny)
         y0[:n] = cot_b[0]
@@ -135,12 +151,13 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         last = bwd["out_y"][-1]
         a0plus = last[:n].copy()
         stats = dict(forward=sol.stats, backward=_stats(bwd))
-        return _finish(model, sol, theta, ts, cot, a0plus, last[n:].copy(), stats)
+        return _extra(_finish(model, sol, theta, ts, cot, a0plus, last[n:].copy(), stats), extra)
     # backsolve
     fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts)
     sol = model._make_solution(ts, fwd, meth, opts[4], throw)
     if not sol.success:
         return _failed(n, p, m, sol)
+    cot_b = get_cot(sol)[::-1]
     ny = 2 * n + p
     y0 = np.zeros(ny)
     y0[:n] = sol.z[-1]
@@ -170,7 +187,15 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
     last = bwd["out_y"][-1]
     a0plus = last[n:2 * n].copy()
     stats = dict(forward=sol.stats, backward=_stats(bwd), reconstruction_error=recon_err)
-    return _finish(model, sol, theta, ts, cot, a0plus, last[2 * n:].copy(), stats)
+    return _extra(_finish(model, sol, theta, ts, cot, a0plus, last[2 * n:].copy(), stats), extra)
+
+
+def _extra(g, extra):
+    if "value" in extra:
+        g.value = float(extra["value"])
+        if extra.get("gtheta") is not None and g.theta.size:
+            g.theta = g.theta + np.asarray(extra["gtheta"], dtype=float)[: g.theta.size]
+    return g
 
 
 def _stats(res):

@@ -308,3 +308,56 @@ class ODE:
         from ._gradients import sensitivities
 
         return sensitivities(self, z0, theta, ts, **kwargs)
+
+    def value_and_grad(self, loss, z0, theta, ts, data=None, adjoint="discrete", **kwargs):
+        """Value and gradients of a loss of the solution.
+
+        Parameters
+        ----------
+        loss : sympy.Expr | FinalLoss | ObservationLoss | RunningCost | callable
+            A SymPy expression of the final state (and parameters); ``ObservationLoss(expr, data_symbols)``
+            summed over the output times against ``data`` (NaN entries skipped); ``RunningCost(r)`` for
+            the integral of r(z, theta, t); or ``callable(t, z) -> (value, dL/dz (m, n))``.
+        data : array_like (m, number of data symbols), for ObservationLoss
+
+        Returns
+        -------
+        Gradient with ``value``, ``z0``, ``theta``, ``t``.
+        """
+        from ._losses import value_and_grad
+
+        return value_and_grad(self, loss, z0, theta, ts, data=data, adjoint=adjoint, **kwargs)
+
+
+def gradient_flow(loss_expr, params, eta=1.0):
+    """The ODE d theta/dt = -eta * grad L(theta) over `params` ("continuous backpropagation").
+
+    Parameters
+    ----------
+    loss_expr : sympy.Expr
+        The loss L as an expression of `params` (other free symbols become parameters of the flow).
+    params : sequence of sympy.Symbol
+        The quantities being optimised; they are the states of the returned ODE.
+    eta : float or sympy.Symbol
+        The learning rate (a Symbol makes it the flow's first parameter).
+
+    Returns
+    -------
+    ODE
+        States = `params`; parameters = [eta if symbolic] + other free symbols of the loss, sorted by name.
+
+    Examples
+    --------
+    For L = theta**4 / 2 the flow is theta' = -2 eta theta**3, whose exact solution is
+    theta(t) = theta0 * (1 + 4 eta theta0**2 t) ** (-1/2).
+
+    >>> import sympy as sp, symode
+    >>> th = sp.Symbol("theta")
+    >>> flow = symode.gradient_flow(th**4 / 2, [th], eta=0.1)
+    """
+    from ._symbolic.gradient_flow import gradient_flow_rhs
+
+    rhs, extra = gradient_flow_rhs(loss_expr, params, eta)
+    ode = ODE(rhs, states=list(params), params=extra)
+    ode.loss_expr = loss_expr
+    return ode

@@ -1,0 +1,222 @@
+"""Losses of ODE solutions, derived and compiled like f, and ``value_and_grad``.
+
+Supported losses:
+
+- a SymPy expression of the states (and parameters) at the final time (``FinalLoss`` or a bare expression);
+- ``ObservationLoss(expr, data_symbols)``: an expression of the states, parameters, time and data symbols,
+  summed over the output times with ``data[i]`` substituted for the data symbols; additive terms that
+  involve a NaN data entry are skipped (missing observations);
+- ``RunningCost(expr)``: the integral of r(z, theta, t) over [ts[0], ts[-1]], computed as an extra
+  quadrature state of an augmented model, so the adjoint integrates it exactly like the dynamics;
+- a Python callable ``loss(t, z) -> (value, dL/dz (m, n))`` for anything else (no dL/dtheta term).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import sympy as sp
+from numba import njit
+
+from ._codegen import loader
+from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel
+from ._compiled import _END, versions_tag
+from ._errors import InputValidationError, ModelError
+from ._numeric.fnptr import as_l, as_lg
+from ._version import __version__
+
+
+class FinalLoss:
+    """L = expr(z(ts[-1]), theta, t) for a SymPy expression in the model's symbols."""
+
+    def __init__(self, expr):
+        self.expr = sp.sympify(expr) if not isinstance(expr, str) else _no_str()
+
+
+class ObservationLoss:
+    """L = sum_i expr(z(ts[i]), theta, ts[i], data[i]); terms with NaN data are skipped."""
+
+    def __init__(self, expr, data_symbols):
+        if isinstance(expr, str):
+            _no_str()
+        self.expr = expr
+        self.data_symbols = tuple(data_symbols)
+        for s in self.data_symbols:
+            if not isinstance(s, sp.Symbol):
+                raise ModelError(f"data symbol {s!r} must be a sympy.Symbol")
+
+
+class RunningCost:
+    """L = integral over [ts[0], ts[-1]] of expr(z, theta, t) dt."""
+
+    def __init__(self, expr):
+        if isinstance(expr, str):
+            _no_str()
+        self.expr = expr
+
+
+def _no_str():
+    raise ModelError("losses are SymPy expressions; symode never evaluates strings")
+
+
+class CompiledLoss:
+    """Generated kernels ``loss(t, z, theta, d, out)`` and ``loss_grad(t, z, theta, d, out_z, out_theta)``."""
+
+    _cache: dict = {}
+
+    def __init__(self, model, expr, data_symbols=()):
+        sym = model._sym
+        data_symbols = tuple(data_symbols)
+        expr = sp.sympify(expr)
+        terms = sp.Add.make_args(expr)
+        weights = sp.symbols(f"w_0:{len(terms)}", real=True) if data_symbols else ()
+        if data_symbols:
+            term_uses = []
+            for term in terms:
+                term_uses.append([j for j, s in enumerate(data_symbols) if term.has(s)])
+            expr_w = sp.Add(*[w * term for w, term in zip(weights, terms)])
+        else:
+            term_uses = []
+            expr_w = expr
+        allowed = set(sym.states) | set(sym.params) | set(data_symbols) | ({sym.t} if sym.t is not None else set())
+        bad = expr.free_symbols - allowed
+        if bad:
+            raise ModelError(f"the loss uses undeclared symbol(s) {', '.join(sorted(map(str, bad)))}; it may use "
+                             "the model's states, parameters, time and the declared data symbols")
+        d_c = sp.symbols(f"d_0:{len(data_symbols) + len(weights)}", real=True)
+        mapping = dict(sym.to_canon)
+        mapping.update(zip(list(data_symbols) + list(weights), d_c))
+        e_c = expr_w.xreplace(mapping)
+        self.term_uses = term_uses
+        self.n_data = len(data_symbols)
+        self.n_terms = len(terms) if data_symbols else 0
+        h = hashlib.sha256((sym.key() + "|loss|" + sp.srepr(e_c) + versions_tag()).encode()).hexdigest()
+        key = "L" + h[:40]
+        path = loader.module_path(key)
+        text = loader.read_valid(path, key)
+        if text is None:
+            smap = base_symbol_map(sym)
+            smap.update({s: f"d[{j}]" for j, s in enumerate(d_c)})
+            grads = [(f"out_z[{i}]", sp.diff(e_c, z)) for i, z in enumerate(sym.z_c)]
+            grads += [(f"out_theta[{k}]", sp.diff(e_c, th)) for k, th in enumerate(sym.theta_c)]
+            specs = [KernelSpec("loss", "L_SIG", ["t", "z", "theta", "d", "out"], [("out[0]", e_c)]),
+                     KernelSpec("loss_grad", "LG_SIG", ["t", "z", "theta", "d", "out_z", "out_theta"], grads)]
+            text = HEADER.format(version=__version__, key=key) + "".join(emit_kernel(s, smap) + "\n" for s in specs)
+            text += _END
+            loader.write_atomic(path, text)
+        mod = loader.import_module(key, path)
+        self.addr = np.array([mod.loss.address, mod.loss_grad.address], dtype=np.int64)
+
+    def data_rows(self, data, m):
+        """Return the (m, n_data + n_terms) array passed as ``d``: data with NaN -> 0 and term weights."""
+        if self.n_data == 0:
+            return np.zeros((m, 1))
+        D = np.array(data, dtype=np.float64)
+        if D.ndim == 1 and self.n_data == 1:
+            D = D.reshape(-1, 1)
+        if D.shape != (m, self.n_data):
+            raise InputValidationError(f"`data` has shape {D.shape}; expected (len(ts), number of data symbols) = "
+                                       f"({m}, {self.n_data})")
+        finite = np.isfinite(D)
+        W = np.ones((m, self.n_terms))
+        for k, uses in enumerate(self.term_uses):
+            if uses:
+                W[:, k] = np.all(finite[:, uses], axis=1)
+        return np.ascontiguousarray(np.concatenate([np.where(finite, D, 0.0), W], axis=1))
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def eval_loss_rows(addr, ts, zs, theta, D, rows, cot, gtheta):
+    """Sum the loss over the selected rows; write dL/dz(ts[i]) into cot[i] and add dL/dtheta into gtheta."""
+    lf = as_l(addr[0])
+    lg = as_lg(addr[1])
+    n = zs.shape[1]
+    out = np.zeros(1)
+    gz = np.zeros(n)
+    gp = np.zeros(gtheta.size)
+    total = 0.0
+    for r in rows:
+        lf(ts[r], zs[r], theta, D[r], out)
+        total += out[0]
+        lg(ts[r], zs[r], theta, D[r], gz, gp)
+        for q in range(n):
+            cot[r, q] += gz[q]
+        for k in range(gtheta.size):
+            gtheta[k] += gp[k]
+    return total
+
+
+def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **solver_kwargs):
+    """Value and gradients (z0, theta, ts) of a loss of the solution; see the module docstring."""
+    from ._gradients import vjp
+
+    if isinstance(loss, RunningCost):
+        return _running_cost(model, loss, z0, theta, ts, adjoint, solver_kwargs)
+    z0v, thv = model._zt(z0, theta)
+    from . import _validate as V
+
+    tsv = V.times(ts)
+    m, n, p = tsv.size, model.n_states, model.n_params
+    if callable(loss) and not isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)):
+        def user_cot(sol):
+            value, cot = loss(sol.t, sol.z)
+            return value, cot, None
+
+        return vjp(model, z0v, thv, tsv, user_cot, adjoint=adjoint, **solver_kwargs)
+    if isinstance(loss, (sp.Basic, FinalLoss)):
+        expr = loss.expr if isinstance(loss, FinalLoss) else loss
+        cl = _compiled_loss(model, expr, ())
+        rows = np.array([m - 1], dtype=np.int64)
+        D = np.zeros((m, 1))
+    elif isinstance(loss, ObservationLoss):
+        cl = _compiled_loss(model, loss.expr, loss.data_symbols)
+        if data is None:
+            raise InputValidationError("an ObservationLoss needs `data` (one row per output time)")
+        D = cl.data_rows(data, m)
+        rows = np.arange(m, dtype=np.int64)
+    else:
+        raise InputValidationError(f"unsupported loss {type(loss).__name__}; use a SymPy expression, FinalLoss, "
+                                   "ObservationLoss, RunningCost or a callable")
+    def cotangent(sol):
+        cot = np.zeros((m, n))
+        gth_loss = np.zeros(max(p, 1))
+        value = eval_loss_rows(cl.addr, tsv, np.ascontiguousarray(sol.z), thv, D, rows, cot, gth_loss)
+        return value, cot, gth_loss[:p]
+
+    return vjp(model, z0v, thv, tsv, cotangent, adjoint=adjoint, **solver_kwargs)
+
+
+def _solve_kwargs(kw):
+    keep = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller")
+    return {k: v for k, v in kw.items() if k in keep}
+
+
+def _compiled_loss(model, expr, data_symbols):
+    key = (id(model), sp.srepr(sp.sympify(expr)), tuple(map(str, data_symbols)))
+    cache = model.__dict__.setdefault("_loss_cache", {})
+    if key not in cache:
+        cache[key] = CompiledLoss(model, expr, data_symbols)
+    return cache[key]
+
+
+def _running_cost(model, loss, z0, theta, ts, adjoint, solver_kwargs):
+    from ._ode import ODE
+
+    aug = model.__dict__.setdefault("_running_cost_models", {})
+    key = sp.srepr(sp.sympify(loss.expr))
+    if key not in aug:
+        q = sp.Dummy("_symode_running_cost")
+        aug[key] = ODE(list(model._sym.rhs) + [loss.expr], states=list(model.states) + [q],
+                       params=list(model.params), t=model.t)
+    am = aug[key]
+    z0v, thv = model._zt(z0, theta)
+    from . import _validate as V
+
+    tsv = V.times(ts)
+    m, n = tsv.size, model.n_states
+    cot = np.zeros((m, n + 1))
+    cot[-1, n] = 1.0
+    g = am.vjp(np.concatenate([z0v, [0.0]]), thv, tsv, cot, adjoint=adjoint, **solver_kwargs)
+    g.value = float(g.solution.z[-1, n])
+    g.z0 = g.z0[:n].copy()
+    return g
