@@ -57,16 +57,8 @@ def _raise_or_status(model, res, meth, max_steps, throw, phase):
 
 def _time_grad(model, zs, theta, ts, cotangent, a0plus):
     """dL/dts[i] = cotangent[i] . f(z(ts[i])) for i > 0, and dL/dts[0] = -a(ts[0]+) . f(z0)."""
-    m = ts.size
-    gt = np.zeros(m)
-    out = np.empty(model.n_states)
-    kf = model.compiled.kern[0]
-    for i in range(1, m):
-        if np.any(cotangent[i] != 0.0):
-            rk.call_f(kf, ts[i], zs[i], theta, out)
-            gt[i] = cotangent[i] @ out
-    rk.call_f(kf, ts[0], zs[0], theta, out)
-    gt[0] = -(a0plus @ out)
+    gt = np.empty(ts.size)
+    rk.time_grad(model.compiled.kern[0], ts, np.ascontiguousarray(zs), theta, cotangent, a0plus, gt)
     return gt
 
 

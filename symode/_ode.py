@@ -48,6 +48,8 @@ class ODE:
         self._sym = SymbolicModel(rhs, states, params, t)
         self._compiled = None
         self._derivs = None
+        self._state_names = [str(s) for s in self._sym.states]
+        self._param_names = [str(s) for s in self._sym.params]
 
     # ------------------------------------------------------------------ description
     @property
@@ -116,8 +118,8 @@ class ODE:
         return self.compiled.path
 
     def _zt(self, z, theta):
-        z = V.vector(z, self.n_states, "z", [str(s) for s in self.states])
-        theta = V.vector(theta, self.n_params, "theta", [str(s) for s in self.params])
+        z = V.vector(z, self.n_states, "z", self._state_names)
+        theta = V.vector(theta, self.n_params, "theta", self._param_names)
         return z, theta
 
     def f(self, z, theta=(), t=0.0):

@@ -8,6 +8,9 @@ import numpy as np
 from . import tableau as tb
 
 
+_PACKED: dict = {}
+
+
 @dataclass(frozen=True)
 class Method:
     """A registered integration method: its kind, tableau and default controller."""
@@ -20,10 +23,15 @@ class Method:
     beta: float = 0.0  # PI-controller coefficient (0: the classical I-controller)
 
     def packed(self):
+        cached = _PACKED.get(self.name)
+        if cached is not None:
+            return cached
         T = self.tableau
         be = T.b_error if T.b_error is not None else np.zeros_like(T.b)
-        return (np.ascontiguousarray(T.a), np.ascontiguousarray(T.b), np.ascontiguousarray(be),
+        out = (np.ascontiguousarray(T.a), np.ascontiguousarray(T.b), np.ascontiguousarray(be),
                 np.ascontiguousarray(T.c), np.ascontiguousarray(T.dense), T.fsal, T.error_order)
+        _PACKED[self.name] = out
+        return out
 
 
 METHODS = {

@@ -503,3 +503,29 @@ def call_j(addr, t, z, theta, out):
 @njit(**_OPTS)
 def call_vjp(addr, t, z, theta, a, out_z, out_theta):
     as_v(addr)(t, z, theta, a, out_z, out_theta)
+
+
+@njit(**_OPTS)
+def time_grad(addr, ts, zs, theta, cotangent, a0plus, out):
+    """dL/dts[i] = cotangent[i] . f(z(ts[i])) for i > 0 and dL/dts[0] = -a(ts[0]+) . f(z0)."""
+    f = as_f(addr)
+    m = ts.size
+    n = zs.shape[1]
+    fz = np.empty(n)
+    for i in range(1, m):
+        nz = False
+        for q in range(n):
+            if cotangent[i, q] != 0.0:
+                nz = True
+        out[i] = 0.0
+        if nz:
+            f(ts[i], zs[i], theta, fz)
+            acc = 0.0
+            for q in range(n):
+                acc += cotangent[i, q] * fz[q]
+            out[i] = acc
+    f(ts[0], zs[0], theta, fz)
+    acc = 0.0
+    for q in range(n):
+        acc += a0plus[q] * fz[q]
+    out[0] = -acc
