@@ -65,10 +65,18 @@ def _time_grad(model, zs, theta, ts, cotangent, a0plus):
 def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5", rtol=1e-6, atol=1e-9,
         dt=None, max_steps=100_000, throw=True, dt_max=None, controller=None, seminorm=True,
         adjoint_rtol=None, adjoint_atol=None, checkpoints=None, **kwargs):
+    reduce = kwargs.pop("reduce", None)
     if kwargs:
         raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kwargs))}")
     if adjoint not in ADJOINTS:
         raise InputValidationError(f"Unknown adjoint {adjoint!r}; valid: {', '.join(map(repr, ADJOINTS))}.")
+    from ._batch import is_batch, vjp_batch
+
+    if is_batch(z0, theta):
+        if adjoint != "discrete":
+            raise InputValidationError("batched gradients use adjoint='discrete' (the others run per trajectory)")
+        opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller)
+        return vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=reduce)
     z0, theta = model._zt(z0, theta)
     ts = V.times(ts)
     n, p, m = model.n_states, model.n_params, ts.size

@@ -217,6 +217,11 @@ class ODE:
                                        f"{', '.join(_SOLVE_KEYS)}")
         if ts is None:
             raise InputValidationError("`ts` (the output times, ts[0] being the start) is required")
+        from ._batch import is_batch, solve_batch
+
+        if is_batch(z0, theta):
+            opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller)
+            return solve_batch(self, z0, theta, ts, opts, throw)
         z0, theta = self._zt(z0, theta)
         ts = V.times(ts)
         opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller)

@@ -1,0 +1,109 @@
+"""Batched solves and gradients: leading batch dimension on z0 and/or theta, trajectories in parallel."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _status
+from . import _validate as V
+from ._errors import InputValidationError, IntegrationError
+from ._numeric import batch as nb_batch
+from ._solution import Gradient, Solution
+
+
+def is_batch(z0, theta):
+    return np.ndim(z0) == 2 or np.ndim(theta) == 2
+
+
+def _broadcast(model, z0, theta):
+    n, p = model.n_states, model.n_params
+    Z = np.array(z0, dtype=np.float64, copy=True)
+    T = np.array(theta, dtype=np.float64, copy=True)
+    if Z.ndim == 1:
+        Z = Z.reshape(1, -1)
+    if T.ndim == 1:
+        T = T.reshape(1, -1)
+    if T.size == 0 and p == 0:
+        T = np.zeros((1, 0))
+    if Z.ndim != 2 or Z.shape[1] != n:
+        raise InputValidationError(f"`z0` has shape {np.shape(z0)}; expected ({n},) or (B, {n})")
+    if T.ndim != 2 or T.shape[1] != p:
+        raise InputValidationError(f"`theta` has shape {np.shape(theta)}; expected ({p},) or (B, {p})")
+    B = max(Z.shape[0], T.shape[0])
+    if Z.shape[0] not in (1, B) or T.shape[0] not in (1, B):
+        raise InputValidationError(f"batch sizes of `z0` ({Z.shape[0]}) and `theta` ({T.shape[0]}) do not broadcast")
+    Z = np.array(np.broadcast_to(Z, (B, n)), dtype=np.float64, order="C", copy=True)
+    T = np.array(np.broadcast_to(T, (B, p)), dtype=np.float64, order="C", copy=True)
+    for name, arr in (("z0", Z), ("theta", T)):
+        bad = np.argwhere(~np.isfinite(arr))
+        if bad.size:
+            raise InputValidationError(f"`{name}`[{bad[0][0]}, {bad[0][1]}] is not finite")
+    return Z, T
+
+
+def _common(model, opts):
+    meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
+    if meth.kind != "explicit":
+        raise InputValidationError(f"batched solves support the explicit methods; {meth.name!r} is not one yet")
+    a, b, be, c, dense, fsal, eo = meth.packed()
+    return (a, b, be, c, dense, fsal, eo, not meth.fixed, rtol_a, atol_a,
+            0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
+            1.0 if dt is None else dt, max_steps, ctrl)
+
+
+def solve_batch(model, z0, theta, ts, opts, throw):
+    Z, T = _broadcast(model, z0, theta)
+    ts = V.times(ts)
+    B, n, m = Z.shape[0], model.n_states, ts.size
+    out = np.empty((B, m, n))
+    status = np.zeros(B, dtype=np.int64)
+    stats = np.zeros((B, 8), dtype=np.int64)
+    t_reached = np.zeros(B)
+    nb_batch.batch_solve(model.compiled.kern, n, model.n_params, T, ts, Z, *_common(model, opts), out, status,
+                         stats, t_reached)
+    failed = np.flatnonzero(status != _status.SUCCESS)
+    st = dict(nfev=stats[:, 0].copy(), nsteps=stats[:, 1].copy(), naccepted=stats[:, 2].copy(),
+              nrejected=stats[:, 3].copy(), method=opts[0].name, failed=failed)
+    worst = int(status[failed[0]]) if failed.size else _status.SUCCESS
+    msg = (f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()}"
+           f"{'...' if failed.size > 10 else ''}); first: {_status.message(worst, t_reached[failed[0]], opts[4])}"
+           if failed.size else _status.message(_status.SUCCESS))
+    sol = Solution(t=ts, z=out, stats=st, status=worst, message=msg, t_reached=float("nan"))
+    sol.statuses = status
+    sol.t_reached_all = t_reached
+    if failed.size and throw:
+        raise IntegrationError(msg, status=worst, t=float(t_reached[failed[0]]), solution=sol)
+    return sol
+
+
+def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None):
+    Z, T = _broadcast(model, z0, theta)
+    ts = V.times(ts)
+    B, n, p, m = Z.shape[0], model.n_states, model.n_params, ts.size
+    C = np.array(cotangent, dtype=np.float64)
+    if C.ndim == 2:
+        C = np.broadcast_to(C, (B, m, n))
+    if C.shape != (B, m, n):
+        raise InputValidationError(f"`cotangent` has shape {np.shape(cotangent)}; expected ({m}, {n}) or ({B}, {m}, {n})")
+    if not np.all(np.isfinite(C)):
+        raise InputValidationError("`cotangent` contains NaN or inf")
+    C = np.array(C, dtype=np.float64, order="C", copy=True)
+    out = np.empty((B, m, n))
+    gz, gp, gt = np.empty((B, n)), np.empty((B, p)), np.empty((B, m))
+    status = np.zeros(B, dtype=np.int64)
+    stats = np.zeros((B, 8), dtype=np.int64)
+    nb_batch.batch_vjp_discrete(model.compiled.kern, n, p, T, ts, Z, C, *_common(model, opts), out, gz, gp, gt,
+                                status, stats)
+    failed = np.flatnonzero(status != _status.SUCCESS)
+    if failed.size and throw:
+        raise IntegrationError(f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()})",
+                               status=int(status[failed[0]]))
+    sol = Solution(t=ts, z=out, stats=dict(nfev=stats[:, 0].copy(), failed=failed), status=int(status.max()))
+    sol.statuses = status
+    if reduce == "sum":
+        g = Gradient(z0=gz.sum(0), theta=gp.sum(0), t=gt.sum(0), solution=sol)
+    elif reduce is None:
+        g = Gradient(z0=gz, theta=gp, t=gt, solution=sol)
+    else:
+        raise InputValidationError(f"`reduce` must be None (per-sample) or 'sum', got {reduce!r}")
+    g.statuses = status
+    return g
