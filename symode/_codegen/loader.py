@@ -115,6 +115,24 @@ def import_module(key: str, path: Path):
     mod = sys.modules.get(name)
     if mod is not None:
         return mod
+    try:
+        return _load(name, path)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # a corrupt Numba cache entry (EOFError, UnpicklingError, ...) is a miss
+        from .. import cache
+
+        warnings.warn(f"symode: the cached compiled code of {name} could not be loaded ({type(e).__name__}: {e}); "
+                      "it is removed and rebuilt.", RuntimeWarning, stacklevel=3)
+        for f in cache._numba_files(name):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+        return _load(name, path)
+
+
+def _load(name, path):
     spec = importlib.util.spec_from_file_location(name, str(path))
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod

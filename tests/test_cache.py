@@ -1,0 +1,151 @@
+"""The on-disk cache: reuse across processes, concurrency, corruption, unusable directories, the CLI."""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+BUILD = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np, sympy as sp, symode
+    x, y = sp.symbols("x y"); k = sp.Symbol("k")
+    c = float(sys.argv[1]) if len(sys.argv) > 1 else 0.25
+    m = symode.ODE([k * x - y * sp.Float(c), x - k * y], states=[x, y], params=[k])
+    sol = m.solve([1.0, 0.5], [0.3], [0.0, 1.0], rtol=1e-10, atol=1e-12)
+    comp = m.compiled
+    print(json.dumps(dict(z=sol.z[-1].tolist(), generated=comp.generated,
+                          derived="derive" in comp.timings, hits=int(comp.module.f.cache_hits),
+                          path=str(comp.path))))
+""")
+
+
+def run(env, *args, code=BUILD):
+    r = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+
+    return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ)
+    e["SYMODE_CACHE_DIR"] = str(tmp_path / "cache")
+    return e
+
+
+def test_second_process_reuses_everything(env, tmp_path):
+    first, _ = run(env, "0.125")
+    second, _ = run(env, "0.125")
+    assert first["generated"] and first["derived"]
+    assert not second["generated"] and not second["derived"]  # neither re-derived nor re-printed
+    assert second["hits"] >= 1  # Numba loaded the compiled kernel from its disk cache
+    assert first["z"] == second["z"]
+    assert (pathlib.Path(env["SYMODE_CACHE_DIR"]).stat().st_mode & 0o077) == 0  # private directory
+
+
+def test_concurrent_builds_leave_one_valid_entry(env):
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD, "0.375"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    import json
+
+    zs = [json.loads(o[0].strip().splitlines()[-1])["z"] for o in outs]
+    assert all(z == zs[0] for z in zs)
+    d = pathlib.Path(env["SYMODE_CACHE_DIR"])
+    assert len(list(d.glob("symode_gen_*.py"))) == 1
+    assert not list(d.glob("*.tmp"))
+
+
+def test_truncated_module_is_rebuilt(env):
+    first, _ = run(env, "0.5")
+    p = pathlib.Path(first["path"])
+    p.write_text(p.read_text()[:200])
+    again, _ = run(env, "0.5")
+    assert again["generated"] and again["z"] == first["z"]
+
+
+def test_corrupted_numba_cache_is_a_miss(env):
+    first, _ = run(env, "0.75")
+    d = pathlib.Path(env["SYMODE_CACHE_DIR"])
+    files = list(d.rglob("symode_gen_*.nbi")) + list(pathlib.Path(env.get("NUMBA_CACHE_DIR", d)).rglob(
+        "symode_gen_*.nbi"))
+    assert files
+    for f in files:
+        f.write_bytes(b"garbage")
+    again, err = run(env, "0.75")
+    assert again["z"] == first["z"]
+
+
+def test_unusable_cache_dir_falls_back_with_warning(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    e = dict(os.environ, SYMODE_CACHE_DIR=str(blocker / "cache"))
+    out, err = run(e, "0.625")
+    assert "not usable" in err and out["z"]
+
+
+def test_group_writable_cache_dir_is_refused(tmp_path):
+    d = tmp_path / "shared"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    e = dict(os.environ, SYMODE_CACHE_DIR=str(d))
+    out, err = run(e, "0.875")
+    assert "not usable" in err
+    assert not list(d.glob("symode_gen_*.py"))
+
+
+def test_cli_info_and_clear(env):
+    run(env, "1.5")
+    r = subprocess.run([sys.executable, "-m", "symode", "cache", "info"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and re.search(r"models: [1-9]", r.stdout)
+    r = subprocess.run([sys.executable, "-m", "symode", "cache", "clear"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "removed" in r.stdout
+    assert not list(pathlib.Path(env["SYMODE_CACHE_DIR"]).glob("symode_gen_*.py"))
+
+
+def test_key_covers_versions_and_constants(monkeypatch):
+    import sympy as sp
+
+    from symode._symbolic.model import SymbolicModel
+
+    x = sp.Symbol("x")
+    a = SymbolicModel([2 * x], [x])
+    b = SymbolicModel([3 * x], [x])
+    assert a.key() != b.key()
+    assert a.key("numba=1") != a.key("numba=2")
+    # user names do not change the key; the canonical form does
+    y = sp.Symbol("lambda")
+    assert SymbolicModel([2 * y], [y]).key() == a.key()
+
+
+def test_no_exec_or_eval_in_symode_source():
+    for path in (ROOT / "symode").rglob("*.py"):
+        src = path.read_text()
+        assert not re.search(r"(?<![\w.])(exec|eval)\(", src), path
+
+
+def test_strings_are_never_evaluated(tmp_path):
+    import sympy as sp
+
+    import symode
+
+    canary = tmp_path / "CANARY"
+    evil = f"__import__('os').system('touch {canary}')"
+    x = sp.Symbol("x")
+    m = symode.ODE([-x], states=[x])
+    with pytest.raises(symode.ModelError):
+        symode.ODE([evil], states=[x])
+    with pytest.raises(symode.ModelError):
+        symode.gradient_flow(evil, [x])
+    with pytest.raises(symode.ModelError):
+        m.value_and_grad(symode.FinalLoss(evil), [1.0], [], [0, 1])
+    with pytest.raises(symode.ModelError):
+        symode.ObservationLoss(evil, [])
+    assert not canary.exists()
