@@ -6,6 +6,7 @@ from ._errors import (
     ModelParseError as ModelParseError,
     ModelTooLargeError as ModelTooLargeError,
     SolverFailure as SolverFailure,
+    StiffnessWarning as StiffnessWarning,
     SymodeError as SymodeError,
     UnsupportedExpressionError as UnsupportedExpressionError,
 )

@@ -47,3 +47,7 @@ class IntegrationError(SymodeError, RuntimeError):
 
 
 SolverFailure = IntegrationError
+
+
+class StiffnessWarning(RuntimeWarning):
+    """An explicit method detected stiffness (Hairer's test): a stiff method would be much faster."""

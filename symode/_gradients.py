@@ -64,7 +64,7 @@ def _time_grad(model, zs, theta, ts, cotangent, a0plus):
 
 def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5", rtol=1e-6, atol=1e-9,
         dt=None, max_steps=100_000, throw=True, dt_max=None, controller=None, seminorm=True,
-        adjoint_rtol=None, adjoint_atol=None, checkpoints=None, **kwargs):
+        adjoint_rtol=None, adjoint_atol=None, checkpoints=None, time_limit=None, **kwargs):
     reduce = kwargs.pop("reduce", None)
     if kwargs:
         raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kwargs))}")
@@ -95,7 +95,7 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
             extra["gtheta"] = gth_extra
         return cot
 
-    opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller)
+    opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit=time_limit)
     meth = opts[0]
     if meth.kind != "explicit":
         from ._stiff import vjp_stiff

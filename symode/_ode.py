@@ -15,7 +15,14 @@ from ._symbolic.derivatives import Derivatives
 from ._symbolic.model import SymbolicModel
 
 DEFAULT_MAX_STEPS = 100_000
-_SOLVE_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller")
+_CLOCK = None
+_SOLVE_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller", "time_limit")
+
+
+def symode_stiffness_warning():
+    from ._errors import StiffnessWarning
+
+    return StiffnessWarning
 
 
 class ODE:
@@ -160,7 +167,7 @@ class ODE:
         return oz, op[: self.n_params].copy()
 
     # ------------------------------------------------------------------ solving
-    def _options(self, method, rtol, atol, dt, max_steps, dt_max, controller, ny=None):
+    def _options(self, method, rtol, atol, dt, max_steps, dt_max, controller, ny=None, time_limit=None):
         meth = M.get(method)
         ny = self.n_states if ny is None else ny
         if meth.fixed:
@@ -170,7 +177,8 @@ class ODE:
         rtol_a, atol_a = V.tolerances(rtol, atol, self.n_states)
         max_steps = V.positive_int(max_steps, "max_steps")
         dt_max = V.positive_float(dt_max, "dt_max")
-        ctrl = np.array([0.9, 0.2, 10.0, meth.beta])
+        time_limit = V.positive_float(time_limit, "time_limit")
+        ctrl = np.array([0.9, 0.2, 10.0, meth.beta, time_limit or 0.0])
         if controller is not None:
             names = ("safety", "fac_min", "fac_max", "beta")
             for k, v in dict(controller).items():
@@ -180,7 +188,7 @@ class ODE:
         return meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl
 
     def solve(self, z0, theta=(), ts=None, method="dopri5", rtol=1e-6, atol=1e-9, dt=None,
-              max_steps=DEFAULT_MAX_STEPS, throw=True, dt_max=None, controller=None, **kwargs):
+              max_steps=DEFAULT_MAX_STEPS, throw=True, dt_max=None, controller=None, time_limit=None, **kwargs):
         """Integrate from z(ts[0]) = z0 and return the solution at every time in `ts`.
 
         Parameters
@@ -206,6 +214,8 @@ class ODE:
         controller : dict, optional
             Step-size controller settings: ``safety`` (0.9), ``fac_min`` (0.2), ``fac_max`` (10), ``beta``
             (the PI coefficient; 0.04 for dopri5/tsit5, 0 for bosh3).
+        time_limit : float, optional
+            Wall-clock limit in seconds; the integration stops with status TIME_LIMIT when it is exceeded.
 
         Returns
         -------
@@ -220,11 +230,11 @@ class ODE:
         from ._batch import is_batch, solve_batch
 
         if is_batch(z0, theta):
-            opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller)
+            opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit=time_limit)
             return solve_batch(self, z0, theta, ts, opts, throw)
         z0, theta = self._zt(z0, theta)
         ts = V.times(ts)
-        opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller)
+        opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit=time_limit)
         meth = opts[0]
         if meth.kind != "explicit":
             from ._stiff import solve_stiff  # noqa: F401  (registered by the stiff module)
@@ -252,6 +262,11 @@ class ODE:
             jadd, jset, mask = jumps
         if seg is None:
             seg = (np.zeros(1), np.ones(1), np.zeros((1, self.n_states)), np.zeros((1, b.size, self.n_states)))
+        global _CLOCK
+        if _CLOCK is None:
+            from ._numeric.clock import clock_address
+
+            _CLOCK = clock_address()
         out_y = np.empty((m, ny))
         stats = np.zeros(8, dtype=np.int64)
         fstats = np.zeros(4)
@@ -261,9 +276,9 @@ class ODE:
                            0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
                            1.0 if dt is None else dt, max_steps, ctrl,
                            stop_at_ts, use_jumps, jadd, jset, mask,
-                           seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats)
+                           seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats, _CLOCK)
         status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec = res
-        return dict(status=int(status), out_y=out_y, out_step=out_step, out_frac=out_frac, rec_t=rec_t,
+        return dict(status=int(status), t_stiff=float(fstats[1]), out_y=out_y, out_step=out_step, out_frac=out_frac, rec_t=rec_t,
                     rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, stats=stats, t_reached=float(fstats[0]), method=meth)
 
     def _make_solution(self, ts, res, meth, max_steps, throw, n=None):
@@ -279,6 +294,14 @@ class ODE:
         stats = dict(nfev=int(s[0]), nsteps=int(s[1]), naccepted=int(s[2]), nrejected=int(s[3]),
                      njev=int(s[4]), nlu=int(s[5]), method=meth.name)
         msg = _status.message(status, res["t_reached"], max_steps)
+        if s[6]:
+            stats["stiffness_detected_at"] = float(res.get("t_stiff", float("nan")))
+            import warnings
+
+            warnings.warn(f"The problem appears stiff from t={stats['stiffness_detected_at']:.6g} on "
+                          f"({stats['nfev']} RHS evaluations with {meth.name}); a stiff method will be much "
+                          "faster: method='rodas5', or method='auto' to switch automatically.",
+                          symode_stiffness_warning(), stacklevel=4)
         sol = Solution(t=ts, z=z, stats=stats, status=status, message=msg, t_reached=res["t_reached"])
         if status != _status.SUCCESS and throw:
             raise IntegrationError(f"{_status.NAMES[status]}: {msg}", status=status, t=res["t_reached"],

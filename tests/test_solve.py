@@ -211,3 +211,36 @@ def test_nonfinite_rhs_rejected_then_reported():
     sol = m.solve([1.0], [], [0.0, 2.0], throw=False)
     assert not sol.success and sol.status in (_status.NONFINITE, _status.DT_MIN)
     assert np.isnan(sol.z[-1]).all()
+
+
+def test_time_limit_stops_a_long_run():
+    m = symode.ODE([w * y, -w * x], states=[x, y], params=[w])
+    import time
+
+    t0 = time.perf_counter()
+    sol = m.solve([1.0, 0.0], [1.0], [0.0, 1e9], max_steps=10 ** 12, time_limit=0.3, throw=False)
+    assert sol.status == _status.TIME_LIMIT and "time_limit" in sol.message
+    assert time.perf_counter() - t0 < 30  # bounded: the clock is checked every 64 steps
+    with pytest.raises(symode.InputValidationError, match="time_limit"):
+        m.solve([1.0, 0.0], [1.0], [0.0, 1.0], time_limit=-1)
+
+
+def test_explicit_method_on_stiff_problem_warns_and_stops():
+    """Robertson with dopri5: MAX_STEPS within the budget, and a StiffnessWarning suggesting rodas5/auto."""
+    y1, y2, y3 = sp.symbols("y1 y2 y3")
+    k1, k2, k3 = sp.symbols("k1 k2 k3")
+    rob = symode.ODE([-k1 * y1 + k3 * y2 * y3, k1 * y1 - k3 * y2 * y3 - k2 * y2 ** 2, k2 * y2 ** 2],
+                     states=[y1, y2, y3], params=[k1, k2, k3])
+    with pytest.warns(symode.StiffnessWarning, match="rodas5"):
+        sol = rob.solve([1.0, 0.0, 0.0], [0.04, 3e7, 1e4], [0.0, 1e5], rtol=1e-6, atol=1e-10, max_steps=20000,
+                        throw=False)
+    assert sol.status == _status.MAX_STEPS and "rodas5" in sol.message
+    assert sol.stats["stiffness_detected_at"] < 1.0
+
+
+def test_nonstiff_problem_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", symode.StiffnessWarning)
+        lotka_volterra().solve(P1_Z0, P1_THETA, np.linspace(0, 10, 11), rtol=1e-8, atol=1e-8)

@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit
 
 from .. import _status as st
+from .clock import monotonic
 from .fnptr import as_f, as_j, as_v
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
@@ -165,7 +166,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
               rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive,
               rtol, atol, nerr, h_init, h_max, dt_fixed, max_steps, ctrl,
               stop_at_ts, use_jumps, jump_add, jump_set, set_mask,
-              seg_t, seg_h, seg_y, seg_k, record, out_y, stats, fstats):
+              seg_t, seg_h, seg_y, seg_k, record, out_y, stats, fstats, clock_addr=0):
     """Integrate the `mode` system from ts[0] through every ts[i] (strictly monotonic, either direction).
 
     Parameters
@@ -175,8 +176,10 @@ def integrate(mode, kern, n, p, theta, ts, y0,
         Receives the solution at every ts[i] (row 0 = y0). With ``use_jumps`` the row holds the value
         arriving at ts[i], before ``jump_add[i]`` is added and the components with ``set_mask`` are set
         to ``jump_set[i]``.
-    ctrl : ndarray (safety, fac_min, fac_max, beta)
-        PI controller: factor = safety * err**-(1/k - 0.75 beta) * err_prev**beta, k = error_order + 1.
+    ctrl : ndarray (safety, fac_min, fac_max, beta, time_limit)
+        PI controller: factor = safety * err**-(1/k - 0.75 beta) * err_prev**beta, k = error_order + 1;
+        time_limit > 0: stop with TIME_LIMIT after that many seconds (checked every 64 steps through the
+        clock at `clock_addr`).
     record : int
         0: nothing; 1: record every accepted step (start time, signed step, start state); 2: also the
         stages (for dense output of the recorded solution).
@@ -202,6 +205,14 @@ def integrate(mode, kern, n, p, theta, ts, y0,
     J = np.zeros((n, n))
     Jp = np.zeros((n, max(p, 1)))
     safety, fac_min, fac_max, beta = ctrl[0], ctrl[1], ctrl[2], ctrl[3]
+    time_limit = ctrl[4] if ctrl.size > 4 else 0.0
+    t_start_clock = monotonic(clock_addr) if time_limit > 0.0 else 0.0
+    # Hairer's stiffness test for FSAL methods whose last two stages sit at c = 1 (dopri5, tsit5):
+    # h*|lambda| ~ h * ||K_s - K_{s-1}|| / ||Y_s - Y_{s-1}|| above 3.25 on 15 accepted steps.
+    stiff_test = fsal and s >= 3 and rk_c[s - 2] == 1.0 and mode == MODE_F
+    ystage = np.empty(ny)
+    n_stiff = 0
+    n_nonstiff = 0
     store_k = record >= 2
     cap = 16
     rec_t = np.empty(cap)
@@ -288,6 +299,9 @@ def integrate(mode, kern, n, p, theta, ts, y0,
             if nsteps >= max_steps:
                 status = st.MAX_STEPS
                 break
+            if time_limit > 0.0 and (nsteps & 63) == 0 and monotonic(clock_addr) - t_start_clock > time_limit:
+                status = st.TIME_LIMIT
+                break
             min_step = 10.0 * abs(np.nextafter(t, d * np.inf) - t)
             if h_max > 0.0 and h_abs > h_max:
                 h_abs = h_max
@@ -309,6 +323,9 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                     for j in range(i):
                         acc += rk_a[i, j] * K[j, q]
                     ytmp[q] = y[q] + h * acc
+                if stiff_test and i == s - 2:
+                    for q in range(ny):
+                        ystage[q] = ytmp[q]
                 if fsal and i == s - 1:
                     for q in range(ny):
                         ynew[q] = ytmp[q]
@@ -359,6 +376,22 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                 factor = min(1.0, factor)
             step_rejected = False
             err_prev = max(errn, 1e-4)
+            if stiff_test and stats[6] == 0:
+                num = 0.0
+                den = 0.0
+                for q in range(ny):
+                    num += (K[s - 1, q] - K[s - 2, q]) ** 2
+                    den += (ynew[q] - ystage[q]) ** 2
+                if den > 0.0 and h_used * math.sqrt(num / den) > 3.25:
+                    n_nonstiff = 0
+                    n_stiff += 1
+                    if n_stiff == 15:
+                        stats[6] = 1
+                        fstats[1] = t
+                else:
+                    n_nonstiff += 1
+                    if n_nonstiff == 6:
+                        n_stiff = 0
             if record > 0:
                 if n_rec == rec_t.size:
                     rec_t, rec_h, rec_y, rec_k = _grow(rec_t, rec_h, rec_y, rec_k, store_k)
@@ -423,6 +456,9 @@ def integrate(mode, kern, n, p, theta, ts, y0,
             for k in range(nsub):
                 if nsteps >= max_steps:
                     status = st.MAX_STEPS
+                    break
+                if time_limit > 0.0 and (nsteps & 63) == 0 and monotonic(clock_addr) - t_start_clock > time_limit:
+                    status = st.TIME_LIMIT
                     break
                 t_new = t1 if k == nsub - 1 else t0 + (k + 1) * h
                 for i in range(1, s):
