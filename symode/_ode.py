@@ -6,6 +6,7 @@ import sympy as sp
 
 from . import _status
 from . import _validate as V
+from ._batch import is_batch, solve_batch
 from ._compiled import CompiledModel
 from ._errors import InputValidationError, IntegrationError
 from ._numeric import methods as M
@@ -55,6 +56,8 @@ class ODE:
         self._sym = SymbolicModel(rhs, states, params, t)
         self._compiled = None
         self._derivs = None
+        self._opts_cache = {}
+        self._defaults = {}
         self._state_names = [str(s) for s in self._sym.states]
         self._param_names = [str(s) for s in self._sym.params]
 
@@ -168,6 +171,19 @@ class ODE:
 
     # ------------------------------------------------------------------ solving
     def _options(self, method, rtol, atol, dt, max_steps, dt_max, controller, ny=None, time_limit=None):
+        # Options made only of scalars are cached per model (the arrays are never written to).
+        key = None
+        if controller is None and type(rtol) is float and type(atol) is float and ny is None:
+            key = (method, rtol, atol, dt, max_steps, dt_max, time_limit)
+            hit = self._opts_cache.get(key)
+            if hit is not None:
+                return hit
+        out = self._options_uncached(method, rtol, atol, dt, max_steps, dt_max, controller, ny, time_limit)
+        if key is not None and len(self._opts_cache) < 64:
+            self._opts_cache[key] = out
+        return out
+
+    def _options_uncached(self, method, rtol, atol, dt, max_steps, dt_max, controller, ny, time_limit):
         meth = M.get(method)
         ny = self.n_states if ny is None else ny
         if meth.fixed:
@@ -227,8 +243,6 @@ class ODE:
                                        f"{', '.join(_SOLVE_KEYS)}")
         if ts is None:
             raise InputValidationError("`ts` (the output times, ts[0] being the start) is required")
-        from ._batch import is_batch, solve_batch
-
         if is_batch(z0, theta):
             opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit=time_limit)
             return solve_batch(self, z0, theta, ts, opts, throw)
@@ -252,16 +266,20 @@ class ODE:
             atol = np.resize(atol_a, ny) if ny != atol_a.size else atol_a
         a, b, be, c, dense, fsal, eo = meth.packed()
         m = ts.size
+        if jumps is None or seg is None:
+            dflt = self._defaults.get(b.size)
+            if dflt is None:  # placeholders the kernel never writes to
+                dflt = self._defaults[b.size] = (
+                    (np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1, dtype=np.int64)),
+                    (np.zeros(1), np.ones(1), np.zeros((1, self.n_states)), np.zeros((1, b.size, self.n_states))))
         if jumps is None:
             use_jumps = False
-            jadd = np.zeros((1, 1))
-            jset = np.zeros((1, 1))
-            mask = np.zeros(1, dtype=np.int64)
+            jadd, jset, mask = dflt[0]
         else:
             use_jumps = True
             jadd, jset, mask = jumps
         if seg is None:
-            seg = (np.zeros(1), np.ones(1), np.zeros((1, self.n_states)), np.zeros((1, b.size, self.n_states)))
+            seg = dflt[1]
         global _CLOCK
         if _CLOCK is None:
             from ._numeric.clock import clock_address

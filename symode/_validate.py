@@ -10,6 +10,8 @@ from ._errors import InputValidationError
 
 def vector(x, n, name, names=None):
     """Return `x` as a fresh C-contiguous float64 array of shape (n,), or raise naming the problem."""
+    if type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (n,) and np.isfinite(x).all():
+        return x.copy()  # fast path: already a finite float64 vector (copied: kernels get a private array)
     if isinstance(x, (str, bytes)):
         raise InputValidationError(f"`{name}` must be numeric, got a string")
     try:
@@ -31,6 +33,10 @@ def vector(x, n, name, names=None):
 
 def times(ts):
     """Return `ts` as float64 (m,), finite and strictly monotonic (either direction)."""
+    if type(ts) is np.ndarray and ts.dtype == np.float64 and ts.ndim == 1 and ts.size > 1:
+        d = ts[1:] - ts[:-1]
+        if np.isfinite(ts).all() and ((d > 0).all() or (d < 0).all()):
+            return ts.copy()
     try:
         arr = np.array(ts, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as e:
