@@ -126,6 +126,9 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
     rtol_b = opts[2] if adjoint_rtol is None else V.tolerance(adjoint_rtol, n, "adjoint_rtol")
     atol_b = opts[3] if adjoint_atol is None else V.tolerance(adjoint_atol, n, "adjoint_atol")
     ts_b = np.ascontiguousarray(ts[::-1])
+    if adjoint == "checkpoint" and checkpoints is not None:
+        return _extra(_checkpointed(model, z0, theta, ts, get_cot, opts, throw, seminorm, rtol_b, atol_b,
+                                    V.positive_int(checkpoints, "checkpoints")), extra)
     if adjoint == "checkpoint":
         fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
         sol = model._make_solution(ts, fwd, meth, opts[4], throw)
@@ -188,6 +191,69 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
     a0plus = last[n:2 * n].copy()
     stats = dict(forward=sol.stats, backward=_stats(bwd), reconstruction_error=recon_err)
     return _extra(_finish(model, sol, theta, ts, cot, a0plus, last[2 * n:].copy(), stats), extra)
+
+
+def _checkpointed(model, z0, theta, ts, get_cot, opts, throw, seminorm, rtol_b, atol_b, n_ck):
+    """Checkpoint adjoint with bounded memory: at most `n_ck` stored states (plus 2 floats per step); each
+    segment's steps are replayed bitwise from its checkpoint, then the adjoint runs backward over it."""
+    n, p, m = model.n_states, model.n_params, ts.size
+    meth = opts[0]
+    count = model._integrate(rk.MODE_F, z0, theta, ts, opts)
+    sol = model._make_solution(ts, count, meth, opts[4], throw)
+    if not sol.success:
+        return _failed(n, p, m, sol)
+    cot = get_cot(sol)
+    N = int(count["stats"][2])
+    stride = max(1, -(-N // n_ck))
+    ctrl = opts[6].copy()
+    ctrl = np.concatenate([ctrl, np.zeros(max(0, 6 - ctrl.size))])
+    ctrl[5] = stride
+    opts2 = opts[:6] + (ctrl,)
+    fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts2, record=1)
+    rec_t, rec_h, rec_y = fwd["rec_t"], fwd["rec_h"], fwd["rec_y"]
+    a_, b_, be_, c_, dense, fsal, eo = meth.packed()
+    s_ = b_.size
+    ny = n + p
+    state = np.zeros(ny)
+    state[:n] = cot[-1]
+    seg_of = fwd["out_step"] // stride
+    rt = np.concatenate([rtol_b, np.full(p, rtol_b.max())])
+    at = np.concatenate([atol_b, np.full(p, atol_b.max())])
+    mask = np.zeros(ny, dtype=np.int64)
+    jset = np.zeros((1, 1))
+    bstats = np.zeros(4, dtype=np.int64)
+    n_seg = -(-N // stride)
+    seg_y = np.empty((stride, n))
+    seg_k = np.empty((stride, s_, n))
+    for j in range(n_seg - 1, -1, -1):
+        i0, i1 = j * stride, min(N, (j + 1) * stride)
+        t_end = rec_t[i1] if i1 < N else ts[-1]
+        t_steps = np.concatenate([rec_t[i0:i1], [t_end]])
+        L = i1 - i0
+        rk.replay(model.compiled.kern, theta, t_steps, np.ascontiguousarray(rec_h[i0:i1]), rec_y[j].copy(), a_, b_,
+                  c_, fsal, seg_y, seg_k)
+        outs = [i for i in range(1, m) if seg_of[i] == j and ts[i] != t_end]
+        outs.sort(key=lambda i: -ts[i] if ts[-1] > ts[0] else ts[i])
+        stops = [t_end] + [ts[i] for i in outs] + [rec_t[i0]]
+        jadd = np.zeros((len(stops), ny))
+        for r, i in enumerate(outs, start=1):
+            jadd[r, :n] = cot[i]
+        seg = (np.ascontiguousarray(t_steps[:-1]), np.ascontiguousarray(rec_h[i0:i1]), seg_y[:L], seg_k[:L])
+        bwd = model._integrate(rk.MODE_ADJ, state, theta, np.array(stops), opts, nerr=n if seminorm else ny,
+                               stop_at_ts=True, jumps=(jadd, jset, mask), seg=seg, rtol=rt, atol=at)
+        if not _raise_or_status(model, bwd, meth, opts[4], throw, "The backward (adjoint)"):
+            return _failed(n, p, m, sol, status=_status.ADJOINT_FAILED)
+        bstats += bwd["stats"][:4]
+        state = bwd["out_y"][-1].copy()
+        # outputs exactly at this segment's start belong to the previous segment (its end): added there
+        for i in range(1, m):
+            if seg_of[i] == j - 1 and ts[i] == rec_t[i0]:
+                state[:n] += cot[i]
+    stats = dict(forward=sol.stats, backward=dict(nfev=int(bstats[0]), nsteps=int(bstats[1]),
+                                                  naccepted=int(bstats[2]), nrejected=int(bstats[3])),
+                 checkpoints=int(rec_y.shape[0]), stride=stride,
+                 memory_floats=int(rec_y.size + rec_t.size + rec_h.size + seg_y.size + seg_k.size))
+    return _finish(model, sol, theta, ts, cot, state[:n].copy(), state[n:].copy(), stats)
 
 
 def _extra(g, extra):

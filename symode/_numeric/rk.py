@@ -145,20 +145,44 @@ def _all_finite(x):
 
 
 @njit(**_OPTS)
-def _grow(rec_t, rec_h, rec_y, rec_k, store_k):
-    cap = rec_t.size * 2
-    nt = np.empty(cap)
-    nh = np.empty(cap)
-    ny_ = np.empty((cap, rec_y.shape[1]))
-    nt[: rec_t.size] = rec_t
-    nh[: rec_h.size] = rec_h
-    ny_[: rec_y.shape[0]] = rec_y
+def _grow1(a):
+    out = np.empty(a.size * 2)
+    out[: a.size] = a
+    return out
+
+
+@njit(**_OPTS)
+def _grow2(a):
+    out = np.empty((a.shape[0] * 2, a.shape[1]))
+    out[: a.shape[0]] = a
+    return out
+
+
+@njit(**_OPTS)
+def _grow3(a):
+    out = np.empty((a.shape[0] * 2, a.shape[1], a.shape[2]))
+    out[: a.shape[0]] = a
+    return out
+
+
+@njit(**_OPTS)
+def _record(n_rec, stride, store_k, t, h, y, K, rec_t, rec_h, rec_y, rec_k):
+    """Store step n_rec: (t, h) always, the stages when store_k, the start state every `stride` steps."""
+    if n_rec == rec_t.size:
+        rec_t = _grow1(rec_t)
+        rec_h = _grow1(rec_h)
+        if store_k:
+            rec_k = _grow3(rec_k)
+    rec_t[n_rec] = t
+    rec_h[n_rec] = h
     if store_k:
-        nk = np.empty((cap, rec_k.shape[1], rec_k.shape[2]))
-        nk[: rec_k.shape[0]] = rec_k
-    else:
-        nk = rec_k
-    return nt, nh, ny_, nk
+        rec_k[n_rec] = K
+    if n_rec % stride == 0:
+        idx = n_rec // stride
+        if idx == rec_y.shape[0]:
+            rec_y = _grow2(rec_y)
+        rec_y[idx] = y
+    return rec_t, rec_h, rec_y, rec_k
 
 
 @njit(**_OPTS)
@@ -182,7 +206,8 @@ def integrate(mode, kern, n, p, theta, ts, y0,
         clock at `clock_addr`).
     record : int
         0: nothing; 1: record every accepted step (start time, signed step, start state); 2: also the
-        stages (for dense output of the recorded solution).
+        stages (for dense output of the recorded solution). With ctrl[5] = stride > 1 the start state is
+        kept only every `stride` steps (checkpoints; rec_y row j is the state at step j * stride).
     stats : int64 array: [nfev, nsteps, naccepted, nrejected, ...]; fstats: float [t_reached, h_last].
 
     Returns
@@ -214,6 +239,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
     n_stiff = 0
     n_nonstiff = 0
     store_k = record >= 2
+    stride = int(ctrl[5]) if ctrl.size > 5 and ctrl[5] >= 1.0 else 1
     cap = 16
     rec_t = np.empty(cap)
     rec_h = np.empty(cap)
@@ -393,13 +419,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                     if n_nonstiff == 6:
                         n_stiff = 0
             if record > 0:
-                if n_rec == rec_t.size:
-                    rec_t, rec_h, rec_y, rec_k = _grow(rec_t, rec_h, rec_y, rec_k, store_k)
-                rec_t[n_rec] = t
-                rec_h[n_rec] = h
-                rec_y[n_rec] = y
-                if store_k:
-                    rec_k[n_rec] = K
+                rec_t, rec_h, rec_y, rec_k = _record(n_rec, stride, store_k, t, h, y, K, rec_t, rec_h, rec_y, rec_k)
             # outputs inside (t, t_new]
             while i_next < m and d * (ts[i_next] - t_new) <= 0.0:
                 if ts[i_next] == t_new:
@@ -483,13 +503,8 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                     status = st.NONFINITE
                     break
                 if record > 0:
-                    if n_rec == rec_t.size:
-                        rec_t, rec_h, rec_y, rec_k = _grow(rec_t, rec_h, rec_y, rec_k, store_k)
-                    rec_t[n_rec] = t
-                    rec_h[n_rec] = h
-                    rec_y[n_rec] = y
-                    if store_k:
-                        rec_k[n_rec] = K
+                    rec_t, rec_h, rec_y, rec_k = _record(n_rec, stride, store_k, t, h, y, K, rec_t, rec_h, rec_y,
+                                                         rec_k)
                 n_rec += 1
                 nacc += 1
                 t = t_new
@@ -523,7 +538,8 @@ def integrate(mode, kern, n, p, theta, ts, y0,
     stats[2] = nacc
     stats[3] = nrej
     fstats[0] = t
-    return status, out_step, out_frac, rec_t[:n_rec], rec_h[:n_rec], rec_y[:n_rec], rec_k[:n_rec], n_rec
+    n_y = (n_rec + stride - 1) // stride
+    return status, out_step, out_frac, rec_t[:n_rec], rec_h[:n_rec], rec_y[:n_y], rec_k[:n_rec], n_rec
 
 
 @njit(**_OPTS)
@@ -565,3 +581,51 @@ def time_grad(addr, ts, zs, theta, cotangent, a0plus, out):
     for q in range(n):
         acc += a0plus[q] * fz[q]
     out[0] = -acc
+
+
+@njit(**_OPTS)
+def replay(kern, theta, rec_t, rec_h, y0, rk_a, rk_b, rk_c, fsal, out_y, out_k):
+    """Recompute steps i = 0..len(rec_h)-1 (start times rec_t[i], steps rec_h[i]; rec_t[-1] is the end time of
+    the last one) from the checkpoint y0 exactly as the forward loop took them: out_y[i] = start state of
+    step i, out_k[i] = its stages (bitwise identical arithmetic)."""
+    f = as_f(kern[K_F])
+    nst = rec_h.size
+    s = rk_b.size
+    ny = y0.size
+    y = y0.copy()
+    ytmp = np.empty(ny)
+    ynew = np.empty(ny)
+    K = np.zeros((s, ny))
+    f(rec_t[0], y, theta, K[0])
+    for i in range(nst):
+        t = rec_t[i]
+        h = rec_h[i]
+        t_new = rec_t[i + 1]
+        for q in range(ny):
+            out_y[i, q] = y[q]
+        for j in range(1, s):
+            for q in range(ny):
+                acc = 0.0
+                for l in range(j):
+                    acc += rk_a[j, l] * K[l, q]
+                ytmp[q] = y[q] + h * acc
+            if fsal and j == s - 1:
+                for q in range(ny):
+                    ynew[q] = ytmp[q]
+                f(t_new, ytmp, theta, K[j])
+            else:
+                f(t + rk_c[j] * h, ytmp, theta, K[j])
+        if not fsal:
+            for q in range(ny):
+                acc = 0.0
+                for j in range(s):
+                    acc += rk_b[j] * K[j, q]
+                ynew[q] = y[q] + h * acc
+        out_k[i] = K
+        for q in range(ny):
+            y[q] = ynew[q]
+        if fsal:
+            for q in range(ny):
+                K[0, q] = K[s - 1, q]
+        else:
+            f(t_new, y, theta, K[0])
