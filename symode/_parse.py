@@ -19,8 +19,9 @@ initial values and parameter values (plain numbers, comma separated).
 
 Security model
 --------------
-The text is *never* handed to ``eval``, ``exec``, ``compile``, ``sympify``,
-``parse_expr`` or any other evaluator.  A hand-written tokenizer and an
+The text is *never* handed to an evaluator: not to Python's built-in code
+evaluation or compilation, not to SymPy's string conversion or string parser,
+not to pickle or literal evaluation.  A hand-written tokenizer and an
 iterative (shunting-yard) expression parser build SymPy objects directly
 from a fixed grammar:
 
@@ -36,17 +37,39 @@ comparisons, ``;``, ``@``, backslashes, unknown names or functions, ...) is
 rejected with a `ModelParseError` that names the offending text and its
 line and column.
 
+Sums, products and powers are built with SymPy's normal (canonical)
+evaluation, so ``alpha*x - beta*x*y`` parses to exactly the expression SymPy
+builds from the same Python code.  Function calls are evaluated only when
+their arguments are small constants (``sin(0)`` is ``0``, ``log(8, 2)`` is
+``3``); calls on symbolic arguments are built unevaluated (``sin(-x)`` stays
+``sin(-x)``, mathematically the same as SymPy's ``-sin(x)``), because SymPy's
+automatic evaluation queries its assumption system, whose cost cannot be
+bounded in advance.
+
 Resource limits are enforced while parsing, before large SymPy objects are
-built: text size, tokens per line, nesting depth, digits of number literals,
-the size of exact constants produced by powers, the size of numbers under
-exact roots, the magnitude of floating-point constants and an overall work
-budget.  They keep the parse time of hostile input bounded (well under a
-second for small inputs) and never produce a ``RecursionError``.
+built: text size, tokens per line, nesting depth (100, so that SymPy's own
+recursive printers and ``diff`` still work on the result), digits of number
+literals, the size of exact constants produced by powers, the size of numbers
+under exact roots, the magnitude of floating-point constants and a work
+budget proportional to the text length.  Hostile input is rejected with a
+`ModelParseError` (never a ``RecursionError``) in time roughly proportional
+to its length; small inputs finish well under a second.  The remaining cost
+that is not bounded exactly is SymPy's own evaluation of non-integer powers
+of compound expressions (e.g. ``sqrt(cosh(a + b)^2)``), which is that of
+building the same expression with SymPy directly.
+
+Errors
+------
+All problems raise `ModelParseError` (from ``symode._errors``), a
+``ValueError`` with 1-based ``line`` and ``col`` attributes whose message
+ends with the position.  Problems with a file as a whole (missing, a
+directory, too large) have ``line`` and ``col`` set to ``None``.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import os
 import re
 import stat
@@ -61,7 +84,7 @@ try:  # Prefer the package-wide error class when the core provides one.
     from ._errors import ModelParseError  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - depends on how the package is laid out
 
-    class ModelParseError(ValueError):
+    class ModelParseError(ValueError):  # type: ignore[no-redef]
         """Error raised when a model text or model file cannot be parsed.
 
         Parameters
@@ -87,7 +110,7 @@ except ImportError:  # pragma: no cover - depends on how the package is laid out
             if line is None:
                 message = reason
             else:
-                message = f"{reason} at line {line}, col {col}"
+                message = f"{reason} (line {line}, col {col})"
             super().__init__(message)
 
         def __reduce__(self):
@@ -114,7 +137,7 @@ MAX_FILE_BYTES = 4 * MAX_TEXT_CHARS
 #: Maximum number of tokens on one line.
 MAX_TOKENS_PER_LINE = 20_000
 #: Maximum number of pending operators/parentheses (expression nesting depth).
-MAX_DEPTH = 200
+MAX_DEPTH = 100
 #: Maximum number of digits in one number literal.
 MAX_LITERAL_DIGITS = 400
 #: Maximum absolute value of the exponent part of a literal such as ``1e300``.
@@ -129,14 +152,23 @@ MAX_FLOAT_EXP10 = 1000
 MAX_ROOT_DIGITS = 60
 #: Maximum number of arguments of ``min``/``max``.
 MAX_MINMAX_ARGS = 16
+#: Function calls are evaluated (simplified) by SymPy only when their
+#: arguments are constants with at most this many nodes in total, e.g.
+#: ``sin(0)`` becomes ``0``.  Calls on expressions with symbols are built
+#: unevaluated (``sin(-x)`` stays ``sin(-x)``): SymPy's automatic evaluation
+#: queries its assumption system, whose cost is hard to bound.
+FUNC_EVAL_NODES = 24
 #: Maximum length of a name, in characters.
 MAX_NAME_CHARS = 256
 #: Fixed part of the work budget; the budget grows by ``WORK_PER_CHAR`` per
 #: character of text.  One unit is roughly one expression argument touched
-#: while SymPy builds a node (about a microsecond).
-BASE_WORK = 300_000
+#: while SymPy builds a node (one to a few microseconds).
+BASE_WORK = 100_000
 #: Work budget added per character of model text.
-WORK_PER_CHAR = 4
+WORK_PER_CHAR = 5
+#: Work units charged per node of an argument that SymPy may inspect with
+#: its assumption system (function arguments, bases of non-integer powers).
+ASSUMPTION_COST = 3
 
 _LOG10_2 = math.log10(2.0)
 
@@ -146,20 +178,30 @@ _LOG10_2 = math.log10(2.0)
 
 
 def _sqrt(parser: "_ExprParser", args: list, tok: "_Token"):
+    """Build ``sqrt(x)`` as the power ``x**(1/2)``, with the power limits."""
     return parser.power(args[0], S.Half, tok)
 
 
 def _pow(parser: "_ExprParser", args: list, tok: "_Token"):
+    """Build ``pow(a, b)`` as ``a**b``, with the power limits."""
     return parser.power(args[0], args[1], tok)
 
 
 def _log(parser: "_ExprParser", args: list, tok: "_Token"):
-    return sympy.log(*args)
+    """Build ``log(x)`` or ``log(x, base)``."""
+    if len(args) == 2 and args[1].is_Number and args[1].is_zero:
+        raise tok.error("logarithm base must not be 0")
+    if len(args) == 2 and not parser.evaluable(args):
+        # log(x, b) is log(x)/log(b); build it so unless SymPy evaluates it.
+        return parser.divide(parser.call_plain(sympy.log, args[:1], tok),
+                             parser.call_plain(sympy.log, args[1:], tok), tok)
+    return parser.call_plain(sympy.log, args, tok)
 
 
 def _plain(func: Callable) -> Callable:
+    """Return a builder that applies the SymPy function `func` to the arguments."""
     def build(parser: "_ExprParser", args: list, tok: "_Token"):
-        return func(*args)
+        return parser.call_plain(func, args, tok)
 
     return build
 
@@ -269,16 +311,16 @@ class _Token:
 
 
 def _error(reason: str, line: int | None, col: int | None) -> ModelParseError:
-    """Build a `ModelParseError` with its position attributes set."""
-    if getattr(ModelParseError, "__module__", __name__) == __name__:
-        return ModelParseError(reason, line, col)
-    # A class from symode._errors: construct it from the full message and
-    # attach the attributes afterwards so that any signature works.
-    message = reason if line is None else f"{reason} at line {line}, col {col}"
+    """Build a `ModelParseError` with ``reason``, ``line`` and ``col`` set.
+
+    Both the package-wide class and the fallback take ``(message, line,
+    col)`` and append the position ("line L, col C") to the message.
+    """
     try:
-        err = ModelParseError(message)
-    except TypeError:  # pragma: no cover - defensive
         err = ModelParseError(reason, line, col)
+    except TypeError:  # pragma: no cover - a class with another signature
+        message = reason if line is None else f"{reason} (line {line}, col {col})"
+        err = ModelParseError(message)
     for attr, value in (("reason", reason), ("line", line), ("col", col)):
         try:
             setattr(err, attr, value)
@@ -316,14 +358,17 @@ _BAD_CHAR_REASONS = {
     "`": "backquotes are not allowed",
     "$": "'$' is not allowed",
     "?": "'?' is not allowed",
+    "!": "'!' is not allowed",
 }
 
 
 def _is_name_start(ch: str) -> bool:
+    """Whether `ch` may start a name (Unicode identifier start or ``_``)."""
     return ch == "_" or ch.isidentifier()
 
 
 def _is_name_char(ch: str) -> bool:
+    """Whether `ch` may continue a name (Unicode identifier continuation)."""
     return ("a" + ch).isidentifier()
 
 
@@ -387,7 +432,7 @@ def _lex(text: str, lineno: int, pos: int) -> Iterator[_Token]:
             else:
                 tok = _Token(_EQ, "=", None, lineno, col)
                 pos += 1
-        elif ch in "<>!":
+        elif ch in "<>" or (ch == "!" and nxt == "="):
             size = 2 if nxt == "=" else 1
             tok = _Token(_ERR, text[pos:pos + size],
                          "comparison operators are not allowed", lineno, col)
@@ -421,6 +466,7 @@ class _TokenStream:
         self._count = 0
 
     def _pull(self) -> _Token:
+        """Read one token from the lexer, enforcing the token limit."""
         tok = next(self._it)
         self._count += 1
         if self._count > MAX_TOKENS_PER_LINE:
@@ -512,20 +558,47 @@ def _coeff_digits(expr: sympy.Expr) -> float:
 # Expression parser
 # --------------------------------------------------------------------------
 
+_NUMBER_OPS = {_PLUS: operator.add, _MINUS: operator.sub, _STAR: operator.mul,
+               _SLASH: operator.truediv}
 _BINARY = {_PLUS: (1, False), _MINUS: (1, False), _STAR: (2, False),
            _SLASH: (2, False), _POW: (4, True)}
 _UNARY_PREC = 3
 
 
 class _Pending:
-    """An n-ary sum or product still being collected (avoids quadratic work)."""
+    """An n-ary sum or product still being collected (avoids quadratic work).
 
-    __slots__ = ("op", "items", "tok")
+    Left-associative chains ``a + b + c`` are built as one ``Add(a, b, c)``
+    instead of ``Add(Add(a, b), c)``; SymPy gives the same canonical result
+    except for its two-argument distribution rule (``2*(x + y)`` becomes
+    ``2*x + 2*y``), which `_ExprParser` reproduces by building the product
+    early when it consists of rational numbers and a single sum.
+    """
 
-    def __init__(self, op: str, items: list, tok: _Token):
+    __slots__ = ("op", "items", "tok", "nonrational", "nonnumber", "last")
+
+    def __init__(self, op: str, first: sympy.Expr, tok: _Token):
         self.op = op
-        self.items = items
+        self.items: list = []
         self.tok = tok
+        self.nonrational = 0
+        self.nonnumber = 0
+        self.last: sympy.Expr | None = None
+        self.append(first)
+
+    def append(self, item: sympy.Expr) -> None:
+        """Add one operand."""
+        self.items.append(item)
+        if not item.is_Rational:
+            self.nonrational += 1
+            self.last = item
+        if not item.is_Number:
+            self.nonnumber += 1
+
+    def distributes(self) -> bool:
+        """Whether the product is ``rationals * one sum`` (SymPy distributes it)."""
+        return (self.op == "*" and len(self.items) > 1 and self.nonrational == 1
+                and self.last.is_Add)
 
 
 class _Marker:
@@ -569,6 +642,7 @@ class _ExprParser:
         self.work_limit = work_limit
         self.work = 0
         self.mass = 0.0
+        self._sizes: dict[int, tuple[sympy.Basic, int]] = {}
 
     # -- budget -----------------------------------------------------------
 
@@ -577,6 +651,42 @@ class _ExprParser:
         self.work += units
         if self.work > self.work_limit:
             raise tok.error("model is too complex to parse (work limit exceeded)")
+
+    def size(self, expr: sympy.Basic) -> int:
+        """Return the number of nodes of `expr` (memoised, iterative)."""
+        memo = self._sizes
+        hit = memo.get(id(expr))
+        if hit is not None:
+            return hit[1]
+        stack = [(expr, False)]
+        while stack:
+            node, ready = stack.pop()
+            key = id(node)
+            if key in memo:
+                continue
+            if not node.args:
+                memo[key] = (node, 1)
+            elif ready:
+                memo[key] = (node, 1 + sum(memo[id(a)][1] for a in node.args))
+            else:
+                stack.append((node, True))
+                stack.extend((a, False) for a in node.args if id(a) not in memo)
+        return memo[id(expr)][1]
+
+    def inspect_cost(self, *exprs: sympy.Basic) -> int:
+        """Work units for an operation that may query assumptions of `exprs`."""
+        return ASSUMPTION_COST * sum(self.size(e) for e in exprs)
+
+    def mul_cost(self, items: list) -> int:
+        """Work units for ``Mul(*items)``, which re-evaluates power factors."""
+        units = len(items)
+        for item in items:
+            units += len(item.args)
+            factors = item.args if item.is_Mul else (item,)
+            for f in factors:
+                if f.is_Pow and not f.exp.is_Integer:
+                    units += self.inspect_cost(f)
+        return units
 
     def add_mass(self, digits: float, tok: _Token) -> None:
         """Account for `digits` of new exact numbers in this expression."""
@@ -590,7 +700,7 @@ class _ExprParser:
         heads = (expr,) + (expr.args[:1] if (expr.is_Add or expr.is_Mul) else ())
         for head in heads:
             if head is S.ComplexInfinity:
-                raise tok.error(f"{what} is undefined here (division by zero)")
+                raise tok.error(f"{what} is undefined here (division by zero or a pole)")
             if any(head is bad for bad in _NONFINITE):
                 raise tok.error(f"{what} is undefined here (infinite or NaN value)")
             if head.is_Float and abs(_float_log10(head)) > MAX_FLOAT_EXP10:
@@ -659,21 +769,27 @@ class _ExprParser:
         if not isinstance(value, _Pending):
             return value
         items = value.items
-        self.charge(len(items) + sum(len(i.args) for i in items), value.tok)
         if value.op == "+":
-            return self.check(sympy.Add(*items), value.tok, "sum")
+            self.charge(len(items) + sum(len(i.args) for i in items), value.tok)
+            return self.build(sympy.Add, items, value.tok, "sum")
+        self.charge(self.mul_cost(items), value.tok)
         if sum(_root_digits(i) for i in items if not i.is_Rational) > MAX_ROOT_DIGITS:
             raise value.tok.error(self._root_reason())
-        return self.check(sympy.Mul(*items), value.tok, "product")
+        return self.build(sympy.Mul, items, value.tok, "product")
 
     def negate(self, expr: sympy.Expr, tok: _Token) -> sympy.Expr:
         """Return ``-expr``."""
-        self.charge(1 + len(expr.args), tok)
-        return self.check(sympy.Mul(S.NegativeOne, expr), tok, "negation")
+        if expr.is_Number:
+            return -expr
+        self.charge(self.mul_cost([S.NegativeOne, expr]), tok)
+        return self.build(sympy.Mul, [S.NegativeOne, expr], tok, "negation")
 
     def power(self, base: sympy.Expr, exp: sympy.Expr, tok: _Token) -> sympy.Expr:
         """Return ``base ** exp`` after bounding the size of the result."""
-        self.charge(2 + len(base.args) + len(exp.args), tok)
+        if exp.is_Integer:
+            self.charge(2 + len(base.args), tok)
+        else:
+            self.charge(self.inspect_cost(base, exp), tok)
         if exp.is_Number:
             if base.is_Number and base.is_zero and exp.is_negative:
                 raise tok.error("division by zero")
@@ -698,7 +814,7 @@ class _ExprParser:
                                 f"(about {estimate:.3g} digits; limit {MAX_EXACT_DIGITS})")
             else:
                 self.add_mass(estimate, tok)
-        return self.check(sympy.Pow(base, exp), tok, "power")
+        return self.build(sympy.Pow, [base, exp], tok, "power")
 
     def call(self, marker: _Marker) -> sympy.Expr:
         """Apply the whitelisted function of `marker` to its arguments."""
@@ -709,11 +825,45 @@ class _ExprParser:
             want = str(lo) if lo == hi else f"{lo} to {hi}"
             raise tok.error(f"function {tok.text!r} takes {want} argument"
                             f"{'' if want == '1' else 's'} (got {len(args)})")
-        units = 1 + sum(len(a.args) for a in args)
-        if marker.func in ("min", "max"):
-            units *= 250 * len(args) * len(args)
-        self.charge(units, tok)
-        return self.check(builder(self, args, tok), tok, f"{tok.text}(...)")
+        return builder(self, args, tok)
+
+    def call_plain(self, func: Callable, args: list, tok: _Token) -> sympy.Expr:
+        """Apply a SymPy function, evaluating it only for small arguments."""
+        what = f"{tok.text}(...)"
+        if not self.evaluable(args):
+            # Unevaluated Min/Max still sort their arguments.
+            self.charge(len(args) + (sum(self.size(a) for a in args) if len(args) > 1 else 0),
+                        tok)
+            return self.build(lambda *a: func(*a, evaluate=False), args, tok, what)
+        units = ASSUMPTION_COST * sum(self.size(a) for a in args)
+        self.charge(units * len(args) * len(args), tok)
+        return self.build(func, args, tok, what)
+
+    def evaluable(self, args: list) -> bool:
+        """Whether a call on `args` may be evaluated: small and symbol-free."""
+        if sum(self.size(a) for a in args) > FUNC_EVAL_NODES:
+            return False
+        return not any(a.free_symbols for a in args)
+
+    def divide(self, num: sympy.Expr, den: sympy.Expr, tok: _Token) -> sympy.Expr:
+        """Return ``num / den``, rejecting a literal zero denominator."""
+        if den.is_Number and den.is_zero:
+            raise tok.error("division by zero")
+        items = [num, self.power(den, S.NegativeOne, tok)]
+        self.charge(self.mul_cost(items), tok)
+        return self.build(sympy.Mul, items, tok, "quotient")
+
+    def build(self, func: Callable, args: list, tok: _Token, what: str) -> sympy.Expr:
+        """Call a SymPy constructor, turning its failures into parse errors."""
+        try:
+            result = func(*args)
+        except ModelParseError:
+            raise
+        except RecursionError:
+            raise tok.error(f"{what} is too complex for SymPy to build") from None
+        except (ArithmeticError, ValueError, TypeError, NotImplementedError) as exc:
+            raise tok.error(f"{what} cannot be built ({type(exc).__name__}: {exc})") from None
+        return self.check(result, tok, what)
 
     # -- the parser proper ----------------------------------------------------
 
@@ -733,21 +883,30 @@ class _ExprParser:
             vals.append(self.power(self.finish(left), self.finish(right), tok))
             return
         group = "+" if kind in (_PLUS, _MINUS) else "*"
-        if isinstance(left, _Pending) and left.op == group:
+        right = self.finish(right)
+        if isinstance(left, _Pending) and left.nonnumber == 0:
+            left = self.finish(left)  # a plain number
+        if not isinstance(left, _Pending) and left.is_Number and right.is_Number:
+            # Number arithmetic exactly as SymPy's Python operators do it
+            # (e.g. Float/Integer divides directly instead of multiplying
+            # by a rounded reciprocal).
+            if kind == _SLASH and right.is_zero:
+                raise tok.error("division by zero")
+            self.charge(1, tok)
+            vals.append(self.build(_NUMBER_OPS[kind], [left, right], tok, "constant"))
+            return
+        if isinstance(left, _Pending) and left.op == group and not left.distributes():
             acc = left
         else:
-            acc = _Pending(group, [self.finish(left)], tok)
-        if kind in (_PLUS, _STAR) and isinstance(right, _Pending) and right.op == group:
-            acc.items.extend(right.items)
-        elif kind == _MINUS:
-            acc.items.append(self.negate(self.finish(right), tok))
+            acc = _Pending(group, self.finish(left), tok)
+        if kind == _MINUS:
+            acc.append(self.negate(right, tok))
         elif kind == _SLASH:
-            right = self.finish(right)
             if right.is_Number and right.is_zero:
                 raise tok.error("division by zero")
-            acc.items.append(self.power(right, S.NegativeOne, tok))
+            acc.append(self.power(right, S.NegativeOne, tok))
         else:
-            acc.items.append(self.finish(right))
+            acc.append(right)
         self.charge(1, tok)
         vals.append(acc)
 
@@ -766,6 +925,7 @@ class _ExprParser:
     def parse(self, ts: _TokenStream) -> sympy.Expr:
         """Parse tokens up to the end of the line into a SymPy expression."""
         self.mass = 0.0
+        self._sizes = {}
         ops: list = []
         vals: list = []
         operand = True
