@@ -79,6 +79,25 @@ def _check_expression(e, i):
                                                  f"branch: {node}")
 
 
+def _collect_networks(rhs, params, mapping, declared_set):
+    """Network blocks used by `rhs` (see symode.nn.collect_networks); their inputs are checked like rhs."""
+    if not any(getattr(s, "_symode_net_output", False) for e in rhs for s in e.free_symbols):
+        return None
+    from ..nn import collect_networks
+
+    def check(e, what):
+        try:
+            _check_expression(e, 0)
+        except UnsupportedExpressionError as ex:
+            raise UnsupportedExpressionError(str(ex).replace("`rhs[0]`", what)) from None
+        undeclared = {s for s in e.free_symbols - declared_set if not getattr(s, "_symode_net_output", False)}
+        if undeclared:
+            raise ModelError(f"{what} uses undeclared symbol(s) {', '.join(sorted(map(str, undeclared)))}; declare "
+                             "each as a state, a parameter or t")
+
+    return collect_networks(rhs, params, mapping, check)
+
+
 class SymbolicModel:
     """A validated model: user symbols, right-hand sides, and their canonical (renamed) forms.
 
@@ -118,7 +137,7 @@ class SymbolicModel:
         declared_set = set(declared)
         for i, e in enumerate(rhs):
             _check_expression(e, i)
-            undeclared = e.free_symbols - declared_set
+            undeclared = {s for s in e.free_symbols - declared_set if not getattr(s, "_symode_net_output", False)}
             if undeclared:
                 names_u = ", ".join(sorted(str(s) for s in undeclared))
                 hint = ""
@@ -140,6 +159,8 @@ class SymbolicModel:
         mapping.update(zip(params, self.theta_c))
         if t is not None:
             mapping[t] = self.t_c
+        # Network blocks (symode.nn): their outputs become canonical symbols h<b>_<k>; None without blocks.
+        self.networks = _collect_networks(rhs, params, mapping, declared_set)
         self.to_canon = mapping
         self.from_canon = {v: k for k, v in mapping.items()}
         self.rhs_c = tuple(e.xreplace(mapping) for e in rhs)
@@ -151,6 +172,8 @@ class SymbolicModel:
         for e in self.rhs_c:
             h.update(sp.srepr(e).encode())
             h.update(b"\x00")
+        if self.networks is not None:
+            h.update(b"networks:" + self.networks.key.encode())
         h.update(extra.encode())
         return h.hexdigest()
 
