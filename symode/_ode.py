@@ -12,12 +12,12 @@ from ._errors import InputValidationError, IntegrationError
 from ._numeric import methods as M
 from ._numeric import rk
 from ._solution import Solution
-from ._symbolic.derivatives import Derivatives
+from ._symbolic.derivatives import derivatives
 from ._symbolic.model import SymbolicModel
 
 DEFAULT_MAX_STEPS = 100_000
 _CLOCK = None
-_SOLVE_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller", "time_limit")
+_SOLVE_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller", "time_limit", "client")
 
 
 def symode_stiffness_warning():
@@ -92,7 +92,7 @@ class ODE:
             if self._compiled is not None and getattr(self._compiled, "derivatives", None) is not None:
                 self._derivs = self._compiled.derivatives
             else:
-                self._derivs = Derivatives(self._sym)
+                self._derivs = derivatives(self._sym)
         return self._derivs
 
     @property
@@ -111,8 +111,59 @@ class ODE:
         d = self._derivatives()
         return sp.Matrix([d.jac_t.get(i, sp.S.Zero) for i in range(self.n_states)]).xreplace(self._sym.from_canon)
 
+    def __reduce__(self):
+        # A model travels (pickle, Dask, multiprocessing, copy) as its SymPy definition, and the constructor runs
+        # again on the other side. Compiled modules, Numba dispatchers, kernel addresses and derived caches
+        # belong to one process: they are rebuilt there (or loaded from the on-disk caches) on first use.
+        # Network blocks (symode.nn) travel with the model; public attributes set on the instance (e.g.
+        # gradient_flow's ``loss_expr``) too.
+        from .distributed import _network_blocks
+
+        sym = self._sym
+        extra = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        args = (type(self), sym.rhs, sym.states, sym.params, sym.t, _network_blocks(sym.rhs))
+        return (_rebuild_ode, args, extra or None)
+
     def __repr__(self):
         return f"ODE(n_states={self.n_states}, n_params={self.n_params}, states={list(self.states)})"
+
+    # ------------------------------------------------------------------ model files (never evaluated)
+    @classmethod
+    def from_text(cls, text):
+        """Build a model from the text format (parsed by a restricted parser, never by eval/sympify).
+
+        ::
+
+            # Lotka-Volterra
+            states: x, y
+            params: alpha, beta, gamma, delta
+            time: t                      # optional
+            z0: 1.0, 1.0                 # optional defaults, kept in ``model.defaults``
+            theta: 1.5, 1.0, 3.0, 1.0
+            dx/dt = alpha*x - beta*x*y
+            dy/dt = delta*x*y - gamma*y
+
+        Numbers, declared names, + - * / ^ ** and parentheses, and a whitelist of functions (sin, cos, tan,
+        exp, log, sqrt, tanh, abs, min, max, ...). Anything else raises :class:`symode.ModelParseError`
+        naming the line and column.
+        """
+        from ._parse import parse_model_text
+
+        return cls._from_spec(parse_model_text(text))
+
+    @classmethod
+    def from_file(cls, path):
+        """Build a model from a text file in the format of :meth:`from_text` (read as UTF-8 text only)."""
+        from ._parse import parse_model_file
+
+        return cls._from_spec(parse_model_file(path))
+
+    @classmethod
+    def _from_spec(cls, spec):
+        model = cls(list(spec.rhs), states=list(spec.states), params=list(spec.params), t=spec.t)
+        model.defaults = dict(spec.defaults)
+        model.name = spec.name
+        return model
 
     # ------------------------------------------------------------------ compiled kernels
     @property
@@ -204,7 +255,8 @@ class ODE:
         return meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl
 
     def solve(self, z0, theta=(), ts=None, method="dopri5", rtol=1e-6, atol=1e-9, dt=None,
-              max_steps=DEFAULT_MAX_STEPS, throw=True, dt_max=None, controller=None, time_limit=None, **kwargs):
+              max_steps=DEFAULT_MAX_STEPS, throw=True, dt_max=None, controller=None, time_limit=None, client=None,
+              **kwargs):
         """Integrate from z(ts[0]) = z0 and return the solution at every time in `ts`.
 
         Parameters
@@ -232,6 +284,10 @@ class ODE:
             (the PI coefficient; 0.04 for dopri5/tsit5, 0 for bosh3).
         time_limit : float, optional
             Wall-clock limit in seconds; the integration stops with status TIME_LIMIT when it is exceeded.
+        client : distributed.Client, optional
+            Solve a batch on this Dask cluster, in chunks, with :func:`symode.distributed.map_solve` (same
+            result, bit for bit; chunk size, retries and progress bar are keywords of that function). A single
+            trajectory is solved in this process.
 
         Returns
         -------
@@ -244,6 +300,12 @@ class ODE:
         if ts is None:
             raise InputValidationError("`ts` (the output times, ts[0] being the start) is required")
         if is_batch(z0, theta):
+            if client is not None:
+                from .distributed import map_solve
+
+                return map_solve(self, z0, theta, ts, client=client, method=method, rtol=rtol, atol=atol, dt=dt,
+                                 max_steps=max_steps, throw=throw, dt_max=dt_max, controller=controller,
+                                 time_limit=time_limit)
             opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit=time_limit)
             return solve_batch(self, z0, theta, ts, opts, throw)
         z0, theta = self._zt(z0, theta)
@@ -375,6 +437,16 @@ class ODE:
         from ._losses import value_and_grad
 
         return value_and_grad(self, loss, z0, theta, ts, data=data, adjoint=adjoint, **kwargs)
+
+
+def _rebuild_ode(cls, rhs, states, params, t, blocks=None):
+    """Unpickle a model from its SymPy definition (see ODE.__reduce__)."""
+    from .distributed import _blocks_registered
+
+    obj = cls.__new__(cls)
+    with _blocks_registered(blocks):
+        ODE.__init__(obj, list(rhs), states=list(states), params=list(params), t=t)
+    return obj
 
 
 def gradient_flow(loss_expr, params, eta=1.0):
