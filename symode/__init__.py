@@ -18,3 +18,6 @@ from ._version import __version__ as __version__
 from ._numeric.methods import METHODS as _METHODS
 
 METHODS = tuple(_METHODS)
+from ._train import FitResult as FitResult, Trainer as Trainer, TrainState as TrainState, fit as fit
+from . import optim as optim
+from . import nn as nn
