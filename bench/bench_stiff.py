@@ -7,8 +7,10 @@ exact Jacobian) and CasADi CVODES (BDF, Newton, exact Jacobian), plus the linear
 
 Sections (markdown tables on stdout):
   1. P3 forward at rtol 1e-6, atol 1e-10 (50 outputs on [0, 1e5]): time per solve, ratio peer / symode.
-  2. Work-precision on P3: rtol 1e-4 ... 1e-10 (atol = 1e-4 rtol); error = max over outputs and components of
-     |z - ref| / (|ref| + 1e-12), ref = Radau at rtol 1e-13, atol 1e-22 (f and J written in NumPy).
+  2. Work-precision on P3: rtol 1e-4 ... 1e-10 (atol = 1e-4 rtol); error = relative error at t = 1e5, the
+     largest over the three components (as the test set's "significant correct digits"; all three are well
+     above atol there: 0.018, 7e-8, 0.98), ref = Radau at rtol 1e-13, atol 1e-22 (f and J written in NumPy).
+     Early outputs are left out of the measure on purpose: y3 ~ 1e-14 at t ~ 1e-6 is below every atol.
   3. W's factorisation for n = 3: our LU (1 factorisation + 8 solves per step) against 8 np.linalg.solve calls
      inside Numba (LAPACK).
   4. Dense against banded LU (skipping W's structural zeros) on a 1-D reaction-diffusion chain (tridiagonal J)
@@ -140,7 +142,7 @@ def reference():
 
 
 def err(z, ref):
-    return float(np.max(np.abs(np.asarray(z) - ref) / (np.abs(ref) + 1e-12)))
+    return float(np.max(np.abs(np.asarray(z)[-1] - ref[-1]) / np.abs(ref[-1])))
 
 
 # ---------------------------------------------------------------------------------------------- symode
@@ -198,7 +200,8 @@ def section_forward_and_wp(args):
              f"of machine: {3.4e-3 / base:.1f}x)"))
     if ref is None:
         return
-    print("\n## P3 work-precision (error = max |z - ref| / (|ref| + 1e-12) over all outputs; ref = Radau rtol 1e-13)\n")
+    print("\n## P3 work-precision (atol = 1e-4 rtol; error = max relative error of the 3 components at t = 1e5 "
+          "against Radau at rtol 1e-13)\n")
     names = ["rodas5", "auto"] + peers
     print("| rtol | " + " | ".join(f"{n} error | {n} time" for n in names) + " | Radau / rodas5 | "
           + ("CVODES / rodas5 |" if cv else ""))

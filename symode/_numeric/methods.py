@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import rosenbrock as ros
 from . import tableau as tb
 
 
@@ -41,6 +42,11 @@ METHODS = {
     "bosh3": Method("bosh3", "explicit", tb.BOSH3, False, 3, beta=0.0),
     "dopri5": Method("dopri5", "explicit", tb.DOPRI5, False, 5, beta=0.04),
     "tsit5": Method("tsit5", "explicit", tb.TSIT5, False, 5, beta=0.04),
+    # Stiff methods (kind != "explicit"; solved by symode._stiff). "auto" starts with dopri5 and switches to
+    # rodas5 (and back) on a stiffness test; its tableau is the Rosenbrock one.
+    "rodas5": Method("rodas5", "rosenbrock", ros.RODAS5, False, 5, beta=0.04),
+    "rodas4": Method("rodas4", "rosenbrock", ros.RODAS4, False, 4, beta=0.04),
+    "auto": Method("auto", "auto", ros.RODAS5, False, 5, beta=0.04),
 }
 
 

@@ -1,0 +1,199 @@
+"""Stiff solves: the Rosenbrock methods ("rodas5", "rodas4") and automatic stiffness switching ("auto").
+
+``ODE.solve`` hands every registered method whose kind is not "explicit" to :func:`solve_stiff`. The
+compiled loop is :func:`symode._numeric.rosenbrock.integrate`; this module chooses how W = I/(h gamma) - J
+is factorised (dense, or banded from the sparsity pattern of the exact Jacobian), runs the loop and builds
+the :class:`~symode.Solution`.
+
+Recorded steps (``record=2``) are the basis of gradients through Rosenbrock steps: for accepted step k,
+``rec_t[k]`` is its start time, ``rec_h[k]`` the signed step, ``rec_y[k]`` the state at its start and
+``rec_k[k]`` (s, n) the stage increments divided by the step, ``U_i / h``; the state inside the step is
+``rosenbrock_dense_eval(rec_y[k], rec_h[k], rec_k[k], tableau.dense, frac, out)`` and the stage inputs are
+``rec_y[k] + h * sum_j a_ij rec_k[k, j]``.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from . import _status
+from ._errors import InputValidationError, IntegrationError
+from ._numeric import methods as M
+from ._numeric import rosenbrock as ros
+
+# W is factorised as a band matrix when the model has at least BAND_MIN_N states and the band
+# (lower + 2 * upper after pivoting fill) is narrow: (2 kl + ku + 1) * BAND_RATIO <= n. Measured with
+# bench/bench_stiff.py (a 1-D reaction-diffusion chain, tridiagonal J; time per rodas5 step, dense / band):
+# n = 4: 1.00, 8: 1.12, 12: 1.26, 16: 1.42, 32: 2.1, 64: 3.4, 128: 6.6 -- the crossover is at n ~ 8.
+BAND_MIN_N = 12
+BAND_RATIO = 2.0
+
+_LINALG = weakref.WeakKeyDictionary()
+_CLOCK = []
+
+
+def _clock():
+    if not _CLOCK:
+        from ._numeric.clock import clock_address
+
+        _CLOCK.append(clock_address())
+    return _CLOCK[0]
+
+
+def linalg_plan(model, kind=None):
+    """(kl, ku, band, pat_i, pat_j, nonauto) for the model's W; `kind` forces "dense" or "band"."""
+    cm = model.compiled
+    key = (kind,)
+    plans = _LINALG.get(cm)
+    if plans is None:
+        plans = {}
+        _LINALG[cm] = plans
+    plan = plans.get(key)
+    if plan is not None:
+        return plan
+    n = model.n_states
+    pat = tuple(cm.jac_z_pattern)
+    pat_i = np.array([i for i, _ in pat], dtype=np.int64)
+    pat_j = np.array([j for _, j in pat], dtype=np.int64)
+    kl = max([0] + [i - j for i, j in pat])
+    ku = max([0] + [j - i for i, j in pat])
+    if kind is None:
+        band = n >= BAND_MIN_N and (2 * kl + ku + 1) * BAND_RATIO <= n
+    elif kind in ("dense", "band"):
+        band = kind == "band"
+    else:
+        raise InputValidationError(f"unknown linear algebra {kind!r}; valid: 'dense', 'band'")
+    if not band:
+        kl = ku = max(n - 1, 0)
+    nonauto = len(tuple(cm.jac_t_nonzero)) > 0
+    plan = (kl, ku, band, pat_i, pat_j, nonauto)
+    plans[key] = plan
+    return plan
+
+
+def integrate_stiff(model, y0, theta, ts, opts, record=0, linalg=None):
+    """Run the compiled Rosenbrock / auto loop; returns a dict like ``ODE._integrate``'s.
+
+    Keys: status, out_y (m, n), out_step, out_frac, rec_t, rec_h, rec_y, rec_k (see the module docstring),
+    stats (int64: nfev, nsteps, naccepted, nrejected, njev, nlu, 0, switches, accepted explicit, accepted
+    Rosenbrock), fstats (t_reached, h_last, time in explicit steps, time in Rosenbrock steps), t_reached,
+    method, tableau.
+    """
+    meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
+    if record and meth.kind == "auto":
+        raise InputValidationError("recording steps (gradients) is supported by 'rodas5' and 'rodas4', not 'auto'")
+    tab = meth.tableau
+    a, C, c, d, mw, me, dense, gamma = tab.packed()
+    ea, eb, ebe, ec, edense, _fsal, _eo = M.METHODS["dopri5"].packed()
+    kl, ku, band, pat_i, pat_j, nonauto = linalg_plan(model, linalg)
+    n = model.n_states
+    out_y = np.empty((ts.size, n))
+    stats = np.zeros(10, dtype=np.int64)
+    fstats = np.zeros(4)
+    res = ros.integrate(model.compiled.kern, n, theta, ts, y0, a, C, c, d, mw, me, dense, gamma,
+                        tab.error_order, ea, ebe, ec, edense, meth.kind == "auto", nonauto, kl, ku, band,
+                        pat_i, pat_j, rtol_a, atol_a, 0.0 if dt is None else dt,
+                        0.0 if dt_max is None else dt_max, max_steps, ctrl, record, out_y, stats, fstats,
+                        _clock() if ctrl.size > 4 and ctrl[4] > 0 else 0)
+    status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec = res
+    return dict(status=int(status), out_y=out_y, out_step=out_step, out_frac=out_frac, rec_t=rec_t, rec_h=rec_h,
+                rec_y=rec_y, rec_k=rec_k, stats=stats, fstats=fstats, t_reached=float(fstats[0]), method=meth,
+                tableau=tab)
+
+
+def solve_stiff(model, z0, theta, ts, opts, throw):
+    """``ODE.solve`` for the methods of kind "rosenbrock" and "auto" (validated inputs, ``opts`` from
+    ``ODE._options``). ``sol.stats`` adds ``njev`` and ``nlu``; with "auto" also ``switches`` and the
+    accepted steps and time spent in each method (``nsteps_explicit``, ``nsteps_stiff``, ``t_explicit``,
+    ``t_stiff``)."""
+    meth, max_steps = opts[0], opts[4]
+    res = integrate_stiff(model, z0, theta, ts, opts)
+    sol = model._make_solution(ts, res, meth, max_steps, False)
+    if meth.kind == "auto":
+        s, fs = res["stats"], res["fstats"]
+        sol.stats.update(switches=int(s[7]), nsteps_explicit=int(s[8]), nsteps_stiff=int(s[9]),
+                         t_explicit=float(fs[2]), t_stiff=float(fs[3]))
+    if throw and not sol.success:
+        raise IntegrationError(f"{_status.NAMES[sol.status]}: {sol.message}", status=sol.status, t=sol.t_reached,
+                               solution=sol)
+    return sol
+
+
+def _sensitivity_model(model):
+    """The forward-sensitivity system as a symode model of its own: states (z, S_z0, S_theta) with
+    S' = (df/dz) S (+ df/dtheta). Its exact Jacobian (second derivatives of f included) is generated like any
+    model's, so the Rosenbrock methods integrate the stiff sensitivity equations with it."""
+    cached = model.__dict__.get("_sens_model")
+    if cached is not None:
+        return cached
+    import sympy as sp
+
+    from ._ode import ODE
+
+    n, p = model.n_states, model.n_params
+    J = model.jac_z_expr
+    Jp = model.jac_theta_expr
+    Sz = sp.Matrix(n, n, lambda i, j: sp.Symbol(f"_symode_sz_{i}_{j}", real=True))
+    Sp = sp.Matrix(n, p, lambda i, k: sp.Symbol(f"_symode_sp_{i}_{k}", real=True)) if p else sp.zeros(n, 0)
+    rhs = list(model.rhs) + list(J * Sz) + (list(J * Sp + Jp) if p else [])
+    states = list(model.states) + list(Sz) + list(Sp)
+    sm = ODE(rhs, states=states, params=list(model.params), t=model.t)
+    model.__dict__["_sens_model"] = sm
+    return sm
+
+
+def sensitivities_stiff(model, z0, theta, ts, opts, throw):
+    """Forward sensitivities with a Rosenbrock method: the augmented system (z, dz/dz0, dz/dtheta) solved
+    with the exact Jacobian of the augmented system. Tolerances: the states' rtol/atol; a sensitivity
+    column of theta_k gets atol / max(|theta_k|, 1e-300) (errors of theta_k * dz/dtheta_k are controlled in
+    the units of z, as CVODES does with its parameter scales)."""
+    from ._gradients import Sensitivities
+    from . import _validate as V
+
+    n, p, m = model.n_states, model.n_params, ts.size
+    sm = _sensitivity_model(model)
+    y0 = np.concatenate([z0, np.eye(n).ravel(), np.zeros(n * p)])
+    meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
+    atol_s = np.concatenate([atol_a, np.tile(atol_a, n),
+                             (atol_a[:, None] / np.maximum(np.abs(theta), 1e-300)[None, :]).ravel()])
+    rtol_s = np.concatenate([rtol_a, np.tile(rtol_a, n + p)])
+    opts_s = (meth, dt, rtol_s, atol_s, max_steps, dt_max, ctrl)
+    res = integrate_stiff(sm, y0, theta, ts, opts_s)
+    sol_full = sm._make_solution(ts, res, meth, max_steps, False)
+    Y = sol_full.z
+    from ._solution import Solution
+
+    sol = Solution(t=ts, z=Y[:, :n].copy(), stats=sol_full.stats, status=sol_full.status, message=sol_full.message,
+                   t_reached=sol_full.t_reached)
+    if throw and not sol.success:
+        raise IntegrationError(f"{_status.NAMES[sol.status]}: {sol.message}", status=sol.status, t=sol.t_reached,
+                               solution=sol)
+    return Sensitivities(sol, Y[:, n:n + n * n].reshape(m, n, n), Y[:, n + n * n:].reshape(m, n, p))
+
+
+def vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, checkpoints):
+    """Gradients with a Rosenbrock method. Implemented: ``adjoint="forward"`` (forward sensitivities of the
+    augmented system, solved with the exact Jacobian). The discrete adjoint of a Rosenbrock step needs
+    second derivatives of f inside the step, and the checkpoint adjoint needs an implicit backward solve of
+    the adjoint system: both are not available yet and raise; ``"backsolve"`` is refused on stiff methods
+    because re-integrating a stiff z backward is unstable."""
+    from ._gradients import _failed, _finish
+
+    name = opts[0].name
+    if adjoint == "backsolve":
+        raise InputValidationError(f"adjoint='backsolve' is refused with {name!r}: integrating a stiff z(t) backward "
+                                   "in time is unstable (errors grow like exp(|lambda| T)). Use adjoint='forward'.")
+    if adjoint != "forward":
+        raise InputValidationError(f"adjoint={adjoint!r} through {name!r} is not available yet; use "
+                                   "adjoint='forward' (forward sensitivities with the same stiff method)")
+    n, p, m = model.n_states, model.n_params, ts.size
+    S = sensitivities_stiff(model, z0, theta, ts, opts, throw)
+    if not S.solution.success:
+        return _failed(n, p, m, S.solution)
+    value = None
+    res = get_cot(S.solution)
+    cot = res
+    a0plus = np.einsum("min,mi->n", S.dz_dz0[1:], cot[1:]) if m > 1 else np.zeros(n)
+    gth = np.einsum("mip,mi->p", S.dz_dtheta, cot)
+    return _finish(model, S.solution, theta, ts, cot, a0plus, gth, dict(forward=S.solution.stats))
