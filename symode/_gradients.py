@@ -101,6 +101,8 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         from ._stiff import vjp_stiff
 
         return _extra(vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, checkpoints), extra)
+    if adjoint == "discrete" and cot_fn is None:
+        return _discrete_fused(model, z0, theta, ts, cot, opts, throw)
     if adjoint == "discrete":
         fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
         sol = model._make_solution(ts, fwd, meth, opts[4], throw)
@@ -254,6 +256,38 @@ def _checkpointed(model, z0, theta, ts, get_cot, opts, throw, seminorm, rtol_b, 
                  checkpoints=int(rec_y.shape[0]), stride=stride,
                  memory_floats=int(rec_y.size + rec_t.size + rec_h.size + seg_y.size + seg_k.size))
     return _finish(model, sol, theta, ts, cot, state[:n].copy(), state[n:].copy(), stats)
+
+
+def _discrete_fused(model, z0, theta, ts, cot, opts, throw):
+    """The default path: forward solve, discrete-adjoint sweep and dL/dts in one compiled call."""
+    from ._numeric.batch import vjp_discrete_one
+    from ._ode import _clock
+
+    meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
+    n, p, m = model.n_states, model.n_params, ts.size
+    a, b, be, c, dense, fsal, eo = meth.packed()
+    out_y = np.empty((m, n))
+    gz, gp, gt = np.empty(n), np.empty(p), np.empty(m)
+    stats = np.zeros(8, dtype=np.int64)
+    fstats = np.zeros(4)
+    status, nrec = vjp_discrete_one(model.compiled.kern, n, p, theta, ts, z0, cot, a, b, be, c, dense, fsal, eo,
+                                    not meth.fixed, rtol_a, atol_a, 0.0 if (dt is None or meth.fixed) else dt,
+                                    0.0 if dt_max is None else dt_max, 1.0 if dt is None else dt, max_steps, ctrl,
+                                    out_y, gz, gp, gt, stats, fstats, _clock())
+    st = dict(nfev=int(stats[0]), nsteps=int(stats[1]), naccepted=int(stats[2]), nrejected=int(stats[3]),
+              njev=0, nlu=0, method=meth.name)
+    msg = _status.message(int(status), float(fstats[0]), max_steps)
+    sol = Solution(t=ts, z=out_y, stats=st, status=int(status), message=msg, t_reached=float(fstats[0]))
+    if status != _status.SUCCESS:
+        if throw:
+            raise IntegrationError(f"{_status.NAMES[int(status)]}: {msg}", status=int(status), t=float(fstats[0]),
+                                   solution=sol)
+        g = Gradient(z0=gz, theta=gp, t=gt, solution=sol)
+        g.stats = dict(status=int(status), message=msg)
+        return g
+    if not (np.isfinite(gz).all() and np.isfinite(gp).all() and np.isfinite(gt).all()):
+        raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
+    return Gradient(z0=gz, theta=gp, t=gt, stats=dict(forward=st, steps_recorded=int(nrec)), solution=sol)
 
 
 def _extra(g, extra):

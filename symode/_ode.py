@@ -20,6 +20,15 @@ _CLOCK = None
 _SOLVE_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller", "time_limit", "client")
 
 
+def _clock():
+    global _CLOCK
+    if _CLOCK is None:
+        from ._numeric.clock import clock_address
+
+        _CLOCK = clock_address()
+    return _CLOCK
+
+
 def symode_stiffness_warning():
     from ._errors import StiffnessWarning
 

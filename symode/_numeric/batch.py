@@ -11,6 +11,50 @@ from .adjoint import discrete_sweep
 from .rk import MODE_F, integrate, time_grad
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True, parallel=True)
+_SERIAL = dict(cache=True, error_model="numpy", nogil=True)
+
+
+@njit(**_SERIAL)
+def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order,
+                     adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t,
+                     stats, fstats, clock_addr):
+    """Forward solve with recording, discrete-adjoint sweep and time gradients in one compiled call.
+
+    Returns the forward status (0 = success); on failure the gradients are NaN."""
+    m = ts.size
+    jadd = np.zeros((1, 1))
+    jset = np.zeros((1, 1))
+    mask = np.zeros(1, dtype=np.int64)
+    seg_t = np.zeros(1)
+    seg_h = np.ones(1)
+    seg_y = np.zeros((1, n))
+    seg_k = np.zeros((1, rk_b.size, n))
+    res = integrate(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
+                    error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
+                    False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 2, out_y, stats, fstats, clock_addr)
+    if res[0] != 0:
+        out_step = res[1]
+        for i in range(1, m):
+            if out_step[i] < 0:
+                for q in range(n):
+                    out_y[i, q] = np.nan
+        for q in range(n):
+            g_z0[q] = np.nan
+        for k in range(p):
+            g_theta[k] = np.nan
+        for i in range(m):
+            g_t[i] = np.nan
+        return res[0], res[3].size
+    ybar = np.empty(n)
+    gth = np.empty(max(p, 1))
+    discrete_sweep(kern, n, p, theta, res[3], res[4], res[5], res[6], rk_a, rk_b, rk_c, rk_dense,
+                   res[1], res[2], cot, ybar, gth)
+    for q in range(n):
+        g_z0[q] = ybar[q] + cot[0, q]
+    for k in range(p):
+        g_theta[k] = gth[k]
+    time_grad(kern[0], ts, out_y, theta, cot, ybar, g_t)
+    return 0, res[3].size
 
 
 @njit(**_OPTS)
@@ -45,36 +89,12 @@ def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_de
 def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order,
                        adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t,
                        status, stats):
-    """Per-trajectory discrete-adjoint gradients: cots (B, m, n) -> g_z0 (B, n), g_theta (B, p), g_t (B, m)."""
+    """Per-trajectory discrete-adjoint gradients: cots (B, m, n) -> g_z0 (B, n), g_theta (B, p), g_t (B, m).
+    Each trajectory runs exactly the single-trajectory kernel, so results equal solo calls bit for bit."""
     B = y0s.shape[0]
-    m = ts.size
     for b in prange(B):
-        jadd = np.zeros((1, 1))
-        jset = np.zeros((1, 1))
-        mask = np.zeros(1, dtype=np.int64)
-        seg_t = np.zeros(1)
-        seg_h = np.ones(1)
-        seg_y = np.zeros((1, n))
-        seg_k = np.zeros((1, rk_b.size, n))
         fst = np.zeros(4)
-        res = integrate(MODE_F, kern, n, p, thetas[b], ts, y0s[b], rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
-                        error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
-                        False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 2, out_y[b], stats[b], fst)
+        res = vjp_discrete_one(kern, n, p, thetas[b], ts, y0s[b], cots[b], rk_a, rk_b, rk_b_error, rk_c, rk_dense,
+                               fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl,
+                               out_y[b], g_z0[b], g_theta[b], g_t[b], stats[b], fst, 0)
         status[b] = res[0]
-        if res[0] != 0:
-            for q in range(n):
-                g_z0[b, q] = np.nan
-            for k in range(p):
-                g_theta[b, k] = np.nan
-            for i in range(m):
-                g_t[b, i] = np.nan
-            continue
-        ybar = np.empty(n)
-        gth = np.empty(max(p, 1))
-        discrete_sweep(kern, n, p, thetas[b], res[3], res[4], res[5], res[6], rk_a, rk_b, rk_c, rk_dense,
-                       res[1], res[2], cots[b], ybar, gth)
-        for q in range(n):
-            g_z0[b, q] = ybar[q] + cots[b, 0, q]
-        for k in range(p):
-            g_theta[b, k] = gth[k]
-        time_grad(kern[0], ts, out_y[b], thetas[b], cots[b], ybar, g_t[b])

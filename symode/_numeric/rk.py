@@ -166,23 +166,11 @@ def _grow3(a):
 
 
 @njit(**_OPTS)
-def _record(n_rec, stride, store_k, t, h, y, K, rec_t, rec_h, rec_y, rec_k):
-    """Store step n_rec: (t, h) always, the stages when store_k, the start state every `stride` steps."""
-    if n_rec == rec_t.size:
-        rec_t = _grow1(rec_t)
-        rec_h = _grow1(rec_h)
-        if store_k:
-            rec_k = _grow3(rec_k)
-    rec_t[n_rec] = t
-    rec_h[n_rec] = h
+def _grow_records(rec_t, rec_h, rec_k, store_k):
+    """Double the capacity of the per-step records (called only when they are full)."""
     if store_k:
-        rec_k[n_rec] = K
-    if n_rec % stride == 0:
-        idx = n_rec // stride
-        if idx == rec_y.shape[0]:
-            rec_y = _grow2(rec_y)
-        rec_y[idx] = y
-    return rec_t, rec_h, rec_y, rec_k
+        rec_k = _grow3(rec_k)
+    return _grow1(rec_t), _grow1(rec_h), rec_k
 
 
 @njit(**_OPTS)
@@ -240,7 +228,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
     n_nonstiff = 0
     store_k = record >= 2
     stride = int(ctrl[5]) if ctrl.size > 5 and ctrl[5] >= 1.0 else 1
-    cap = 16
+    cap = 256 if record > 0 else 1
     rec_t = np.empty(cap)
     rec_h = np.empty(cap)
     rec_y = np.empty((cap, ny))
@@ -319,6 +307,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
         if h_max > 0.0 and h_abs > h_max:
             h_abs = h_max
         err_prev = 1e-4
+        log_err_prev = math.log(err_prev)
         step_rejected = False
         last_nonfinite = False
         while i_next < m:
@@ -396,12 +385,15 @@ def integrate(mode, kern, n, p, theta, ts, y0,
             last_nonfinite = False
             if errn == 0.0:
                 factor = fac_max
+            elif beta == 0.0:
+                factor = min(fac_max, safety * errn ** (-expo1))
             else:
-                factor = min(fac_max, safety * errn ** (-expo1) * err_prev ** beta)
+                factor = min(fac_max, safety * math.exp(beta * log_err_prev - expo1 * math.log(errn)))
             if step_rejected:
                 factor = min(1.0, factor)
             step_rejected = False
             err_prev = max(errn, 1e-4)
+            log_err_prev = math.log(err_prev)
             if stiff_test and stats[6] == 0:
                 num = 0.0
                 den = 0.0
@@ -419,7 +411,19 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                     if n_nonstiff == 6:
                         n_stiff = 0
             if record > 0:
-                rec_t, rec_h, rec_y, rec_k = _record(n_rec, stride, store_k, t, h, y, K, rec_t, rec_h, rec_y, rec_k)
+                if n_rec == rec_t.size:
+                    rec_t, rec_h, rec_k = _grow_records(rec_t, rec_h, rec_k, store_k)
+                rec_t[n_rec] = t
+                rec_h[n_rec] = h
+                if store_k:
+                    for i in range(s):
+                        for q in range(ny):
+                            rec_k[n_rec, i, q] = K[i, q]
+                if n_rec % stride == 0:
+                    if n_rec // stride == rec_y.shape[0]:
+                        rec_y = _grow2(rec_y)
+                    for q in range(ny):
+                        rec_y[n_rec // stride, q] = y[q]
             # outputs inside (t, t_new]
             while i_next < m and d * (ts[i_next] - t_new) <= 0.0:
                 if ts[i_next] == t_new:
@@ -503,8 +507,19 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                     status = st.NONFINITE
                     break
                 if record > 0:
-                    rec_t, rec_h, rec_y, rec_k = _record(n_rec, stride, store_k, t, h, y, K, rec_t, rec_h, rec_y,
-                                                         rec_k)
+                    if n_rec == rec_t.size:
+                        rec_t, rec_h, rec_k = _grow_records(rec_t, rec_h, rec_k, store_k)
+                    rec_t[n_rec] = t
+                    rec_h[n_rec] = h
+                    if store_k:
+                        for i in range(s):
+                            for q in range(ny):
+                                rec_k[n_rec, i, q] = K[i, q]
+                    if n_rec % stride == 0:
+                        if n_rec // stride == rec_y.shape[0]:
+                            rec_y = _grow2(rec_y)
+                        for q in range(ny):
+                            rec_y[n_rec // stride, q] = y[q]
                 n_rec += 1
                 nacc += 1
                 t = t_new
