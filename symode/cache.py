@@ -13,11 +13,14 @@ def _numba_files(name):
     """Numba cache files (index and data) belonging to the generated module ``name``."""
     found = set()
     d = loader.cache_dir()
-    for pat in (d / "__pycache__" / f"{name}*.nb*",):
-        found.update(glob.glob(str(pat)))
+    found.update(glob.glob(str(d / "__pycache__" / f"{name}.*.nb*")))
     ncd = os.environ.get("NUMBA_CACHE_DIR")
     if ncd and os.path.isdir(ncd):
-        found.update(glob.glob(os.path.join(ncd, "**", f"{name}*.nb*"), recursive=True))
+        # os.walk, not glob("**"): Numba mirrors the source directory's name, which may start with a dot
+        for root, _dirs, files in os.walk(ncd):
+            for f in files:
+                if f.startswith(name + ".") and ".nb" in f:
+                    found.add(os.path.join(root, f))
     return sorted(found)
 
 

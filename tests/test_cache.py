@@ -73,12 +73,16 @@ def test_truncated_module_is_rebuilt(env):
 
 def test_corrupted_numba_cache_is_a_miss(env):
     first, _ = run(env, "0.75")
-    d = pathlib.Path(env["SYMODE_CACHE_DIR"])
-    files = list(d.rglob("symode_gen_*.nbi")) + list(pathlib.Path(env.get("NUMBA_CACHE_DIR", d)).rglob(
-        "symode_gen_*.nbi"))
+    name = pathlib.Path(first["path"]).stem
+    from symode import cache
+
+    old = os.environ.get("NUMBA_CACHE_DIR")
+    # only this model's files (the Numba cache directory may be shared with the rest of the test session)
+    files = [f for f in cache._numba_files(name) if f.endswith(".nbi")] if old else []
+    files += [str(f) for f in pathlib.Path(env["SYMODE_CACHE_DIR"]).rglob(f"{name}.*.nbi")]
     assert files
     for f in files:
-        f.write_bytes(b"garbage")
+        pathlib.Path(f).write_bytes(b"garbage")
     again, err = run(env, "0.75")
     assert again["z"] == first["z"]
 
