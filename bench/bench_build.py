@@ -125,7 +125,6 @@ def p2_gradient_timings(repeats=7):
     """In-process (warm) timings of the P2 training iteration: 20 windows of 10 points, dopri5 rtol 1e-7 atol 1e-9,
     loss mean |pred - true|, discrete adjoint; plus the compiled kernels' own costs."""
     import numpy as np
-    import sympy as sp
     from numba import njit
 
     import symode
@@ -277,7 +276,8 @@ def main():
             continue
         t = c.get("timings", {})
         phases = f"{t.get('derive', 0):.2f} / {t.get('emit', 0):.2f} / {t.get('import', 0):.2f} s"
-        wtxt = "-" if not w else f"{fmt(w['total_s'])} ({fmt(w['import_s'])} + {fmt(w['build_s'])}, cpu {fmt(w['cpu_s'])})"
+        wtxt = "-" if not w else \
+            f"{fmt(w['total_s'])} ({fmt(w['import_s'])} + {fmt(w['build_s'])}, cpu {fmt(w['cpu_s'])})"
         print(f"| {r['row']} | {c['n_params']} | {fmt(c['total_s'])} ({fmt(c['build_s'])}, cpu {fmt(c['cpu_s'])}) | "
               f"{phases} | {wtxt} | {goal} | {c['source_kb']:.0f} kB |")
     grad = None
@@ -288,7 +288,8 @@ def main():
         print(f"  one training iteration (20 windows x model.vjp with the loss as a callable): "
               f"min {grad['iteration_s'][0] * 1e3:.3f} ms, median {grad['iteration_s'][1] * 1e3:.3f} ms "
               "(target 0.3 ms)")
-        print(f"  one window, model.vjp: min {grad['one_vjp_s'][0] * us:.1f} us, median {grad['one_vjp_s'][1] * us:.1f} us"
+        print(f"  one window, model.vjp: min {grad['one_vjp_s'][0] * us:.1f} us, "
+              f"median {grad['one_vjp_s'][1] * us:.1f} us"
               f"  (steps per window: {grad['window_stats']['nsteps']}, f evaluations: {grad['window_stats']['nfev']})")
         print(f"  of which compiled: forward solve with recorded stages {grad['forward_integrate_s'][0] * us:.1f} us "
               f"(incl. the Python wrapper), reverse sweep {grad['discrete_sweep_s'][0] * us:.1f} us")

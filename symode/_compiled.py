@@ -124,5 +124,9 @@ class CompiledModel:
         self.kern = np.array([mod.f.address, mod.jac_z.address, mod.jac_theta.address, mod.jac_t.address,
                               mod.vjp.address], dtype=np.int64)
         self.jac_z_pattern = tuple(mod.JAC_Z_PATTERN)
-        self.jac_theta_pattern = tuple(mod.JAC_THETA_PATTERN)
+        if hasattr(mod, "JAC_THETA_PATTERN_RUNS"):  # network models: (row, ((lo, hi), ...)) per row
+            self.jac_theta_pattern = tuple((i, k) for i, runs in mod.JAC_THETA_PATTERN_RUNS
+                                           for lo, hi in runs for k in range(lo, hi))
+        else:
+            self.jac_theta_pattern = tuple(mod.JAC_THETA_PATTERN)
         self.jac_t_nonzero = tuple(mod.JAC_T_NONZERO)

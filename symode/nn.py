@@ -25,6 +25,7 @@ Parameter order of a block: ``W1`` (row-major, shape (n_out, n_in)), ``b1``, ``W
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import sympy as sp
@@ -36,7 +37,9 @@ __all__ = ["ACTIVATIONS", "Block", "NetOutput", "dense", "mlp"]
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "softplus", "identity")
 _ALIASES = {"linear": "identity", "none": "identity", None: "identity", "logistic": "sigmoid"}
 
-_uids = itertools.count()
+# Block identities: increasing in creation order (the model's topological order of blocks), starting at a random
+# offset so that blocks shipped to another process (symode.distributed) do not collide with blocks made there.
+_uids = itertools.count(int.from_bytes(os.urandom(4), "big") << 24)
 _REGISTRY: dict = {}  # uid -> Block; blocks are small and their output atoms may outlive the user's handle
 
 

@@ -227,7 +227,7 @@ def emit_module(model, derivs, key, version, extra_specs=(), use_cse=True):
 # sweeps with a = e_i; only the structural nonzeros of each row are copied out. Every intermediate lives in
 # one work array ``w`` at fixed offsets, so helpers share it and the code size is O(layers + physics).
 
-NET_CODEGEN = "2"  # part of the cache key of network models: bump when their generated code changes
+NET_CODEGEN = "4"  # part of the cache key of network models: bump when their generated code changes
 
 _ACT_FWD = {
     "tanh": "math.tanh(s)",
@@ -304,11 +304,25 @@ def _block_fwd_source(cb, lay):
     x = lay.U[b]
     for (n_in, n_out, act, bias), (ow, ob), y in zip(cb.layers, cb.layer_offsets(), lay.Y[b]):
         lines += [f"    for i in range({n_out}):",
-                  f"        s = theta[{ob} + i]" if bias else "        s = 0.0",
-                  f"        r = {ow} + i * {n_in}",
-                  f"        for j in range({n_in}):",
-                  f"            s += theta[r + j] * w[{x} + j]",
-                  f"        w[{y} + i] = {_ACT_FWD[act]}"]
+                  f"        r = {ow} + i * {n_in}"]
+        if n_in >= 8:
+            # four independent partial sums: a serial chain of n_in fused multiply-adds is latency bound
+            n4 = n_in - n_in % 4
+            lines += ["        s0 = 0.0", "        s1 = 0.0", "        s2 = 0.0", "        s3 = 0.0",
+                      f"        for j in range(0, {n4}, 4):",
+                      f"            s0 += theta[r + j] * w[{x} + j]",
+                      f"            s1 += theta[r + j + 1] * w[{x + 1} + j]",
+                      f"            s2 += theta[r + j + 2] * w[{x + 2} + j]",
+                      f"            s3 += theta[r + j + 3] * w[{x + 3} + j]"]
+            if n4 < n_in:
+                lines += [f"        for j in range({n4}, {n_in}):",
+                          f"            s0 += theta[r + j] * w[{x} + j]"]
+            lines.append(f"        s = (s0 + s1) + (s2 + s3)" + (f" + theta[{ob} + i]" if bias else ""))
+        else:
+            lines += [f"        s = theta[{ob} + i]" if bias else "        s = 0.0",
+                      f"        for j in range({n_in}):",
+                      f"            s += theta[r + j] * w[{x} + j]"]
+        lines.append(f"        w[{y} + i] = {_ACT_FWD[act]}")
         x = y
     return "\n".join(lines) + "\n"
 
@@ -666,7 +680,10 @@ def emit_network_module(model, nd, key, version, use_cse=True):
     parts = [HEADER.format(version=version, key=key)]
     parts.append(f"N_STATES = {n}\nN_PARAMS = {p}\nN_BLOCKS = {len(model.networks.blocks)}\n")
     parts.append(f"JAC_Z_PATTERN = {tuple(nd.pattern_z)!r}\n")
-    parts.append(f"JAC_THETA_PATTERN = {tuple(nd.pattern_theta)!r}\n")
+    # df/dtheta has a block's whole weight slice in its rows: written as runs, expanded when loaded
+    th_rows = sorted({i for i, _ in nd.pattern_theta})
+    th_runs = nd.row_runs(nd.pattern_theta, th_rows)
+    parts.append(f"JAC_THETA_PATTERN_RUNS = {tuple((i, tuple(th_runs[i])) for i in th_rows)!r}\n")
     parts.append(f"JAC_T_NONZERO = {tuple(nd.t_rows)!r}\n\n")
     for cb in model.networks.blocks:
         parts.append(_block_fwd_source(cb, lay) + "\n")
