@@ -89,11 +89,13 @@ def robertson_model():
 
 
 def tanhnet_model(n):
+    """tanh(W z) - z/2 with W z as a symode.nn dense block (loops over theta, not a flat expression)."""
+    from symode import nn
+
     z = sp.symbols("z0:%d" % n)
-    W = sp.Matrix(n, n, lambda i, j: sp.Symbol("W_%d_%d" % (i, j)))
-    zv = sp.Matrix(z)
-    rhs = (W * zv).applyfunc(sp.tanh) - zv / 2
-    return symode.ODE(rhs=list(rhs), states=list(z), params=list(W))      # params row-major = W.ravel()
+    net = nn.dense(list(z), n, activation="tanh", name="W", bias=False)
+    rhs = [net.outputs[i] - z[i] / 2 for i in range(n)]
+    return symode.ODE(rhs=rhs, states=list(z), params=list(net.params))      # params row-major = W.ravel()
 
 
 def spiral_true_model():
@@ -104,16 +106,12 @@ def spiral_true_model():
 
 
 def mlp_model():
-    """f(y) = W2 tanh(W1 y**3 + b1) + b2, 252 parameter symbols in the order W1 (row-major), b1, W2, b2."""
-    H = C.P2_HIDDEN
+    """f(y) = W2 tanh(W1 y**3 + b1) + b2 as a symode.nn MLP: parameters W1 (row-major), b1, W2, b2."""
+    from symode import nn
+
     y = sp.symbols("y0:2")
-    W1 = sp.Matrix(H, 2, lambda i, j: sp.Symbol("W1_%d_%d" % (i, j)))
-    b1 = sp.Matrix(H, 1, lambda i, j: sp.Symbol("b1_%d" % i))
-    W2 = sp.Matrix(2, H, lambda i, j: sp.Symbol("W2_%d_%d" % (i, j)))
-    b2 = sp.Matrix(2, 1, lambda i, j: sp.Symbol("b2_%d" % i))
-    u = sp.Matrix([y[0] ** 3, y[1] ** 3])
-    f = W2 * (W1 * u + b1).applyfunc(sp.tanh) + b2
-    return symode.ODE(rhs=list(f), states=list(y), params=list(W1) + list(b1) + list(W2) + list(b2))
+    net = nn.mlp([y[0] ** 3, y[1] ** 3], [C.P2_HIDDEN, 2], activation="tanh", name="f")
+    return symode.ODE(rhs=list(net.outputs), states=list(y), params=list(net.params))
 
 
 # ---------------------------------------------------------------- helpers
