@@ -149,7 +149,6 @@ def sensitivities_stiff(model, z0, theta, ts, opts, throw):
     column of theta_k gets atol / max(|theta_k|, 1e-300) (errors of theta_k * dz/dtheta_k are controlled in
     the units of z, as CVODES does with its parameter scales)."""
     from ._gradients import Sensitivities
-    from . import _validate as V
 
     n, p, m = model.n_states, model.n_params, ts.size
     sm = _sensitivity_model(model)
@@ -191,9 +190,7 @@ def vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, che
     S = sensitivities_stiff(model, z0, theta, ts, opts, throw)
     if not S.solution.success:
         return _failed(n, p, m, S.solution)
-    value = None
-    res = get_cot(S.solution)
-    cot = res
+    cot = get_cot(S.solution)
     a0plus = np.einsum("min,mi->n", S.dz_dz0[1:], cot[1:]) if m > 1 else np.zeros(n)
     gth = np.einsum("mip,mi->p", S.dz_dtheta, cot)
     return _finish(model, S.solution, theta, ts, cot, a0plus, gth, dict(forward=S.solution.stats))

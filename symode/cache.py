@@ -4,7 +4,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-from pathlib import Path
 
 from ._codegen import loader
 

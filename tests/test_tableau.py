@@ -1,5 +1,4 @@
 """Every shipped tableau satisfies the order conditions of its nominal order (and its embedded one)."""
-import itertools
 
 import numpy as np
 import pytest

@@ -317,7 +317,7 @@ def _block_fwd_source(cb, lay):
             if n4 < n_in:
                 lines += [f"        for j in range({n4}, {n_in}):",
                           f"            s0 += theta[r + j] * w[{x} + j]"]
-            lines.append(f"        s = (s0 + s1) + (s2 + s3)" + (f" + theta[{ob} + i]" if bias else ""))
+            lines.append("        s = (s0 + s1) + (s2 + s3)" + (f" + theta[{ob} + i]" if bias else ""))
         else:
             lines += [f"        s = theta[{ob} + i]" if bias else "        s = 0.0",
                       f"        for j in range({n_in}):",
