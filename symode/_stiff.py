@@ -180,12 +180,15 @@ def vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, che
     from ._gradients import _failed, _finish
 
     name = opts[0].name
+    if adjoint == "checkpoint":
+        return _checkpoint_stiff(model, z0, theta, ts, get_cot, opts, throw)
     if adjoint == "backsolve":
         raise InputValidationError(f"adjoint='backsolve' is refused with {name!r}: integrating a stiff z(t) backward "
                                    "in time is unstable (errors grow like exp(|lambda| T)). Use adjoint='forward'.")
     if adjoint != "forward":
-        raise InputValidationError(f"adjoint={adjoint!r} through {name!r} is not available yet; use "
-                                   "adjoint='forward' (forward sensitivities with the same stiff method)")
+        raise InputValidationError(f"adjoint={adjoint!r} through {name!r} is not available yet (the discrete "
+                                   "adjoint of a Rosenbrock step needs second derivatives of f); use "
+                                   "adjoint='checkpoint' or 'forward'")
     n, p, m = model.n_states, model.n_params, ts.size
     S = sensitivities_stiff(model, z0, theta, ts, opts, throw)
     if not S.solution.success:
@@ -194,3 +197,62 @@ def vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, che
     a0plus = np.einsum("min,mi->n", S.dz_dz0[1:], cot[1:]) if m > 1 else np.zeros(n)
     gth = np.einsum("mip,mi->p", S.dz_dtheta, cot)
     return _finish(model, S.solution, theta, ts, cot, a0plus, gth, dict(forward=S.solution.stats))
+
+
+def _checkpoint_stiff(model, z0, theta, ts, get_cot, opts, throw):
+    """Continuous adjoint for stiff problems: the forward Rosenbrock pass records its steps (dense output), then
+    a' = -J^T a, g' = -Jp^T a is integrated backward between output times with the same Rosenbrock method on
+    its exact Jacobian (library kernels in symode._numeric.stiff_adjoint), adding cotangent[i] at each ts[i].
+    The parameter quadrature g is left out of the error norm (seminorm)."""
+    from ._gradients import _failed, _finish
+    from ._numeric import stiff_adjoint as sa
+
+    meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
+    if meth.kind == "auto":
+        raise InputValidationError("gradients with method='auto' are not available; use 'rodas5'")
+    n, p, m = model.n_states, model.n_params, ts.size
+    fwd = integrate_stiff(model, z0, theta, ts, opts, record=2)
+    sol = model._make_solution(ts, fwd, meth, max_steps, False)
+    if throw and not sol.success:
+        raise IntegrationError(f"{_status.NAMES[sol.status]}: {sol.message}", status=sol.status, t=sol.t_reached,
+                               solution=sol)
+    if not sol.success:
+        return _failed(n, p, m, sol)
+    cot = get_cot(sol)
+    tab = meth.tableau
+    a_, C, c, d, mw, me, dense, gamma = tab.packed()
+    if fwd["rec_t"].size == 0:
+        return _finish(model, sol, theta, ts, cot, np.zeros(n), np.zeros(p), dict(forward=sol.stats))
+    ctx = sa.pack(theta, model.compiled.kern, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"], fwd["rec_k"],
+                  np.ascontiguousarray(dense))
+    kern = np.array([sa.adjoint_rhs.address, sa.adjoint_jac.address, 0, sa.adjoint_rhs_t.address, 0],
+                    dtype=np.int64)
+    ny = n + p
+    ea, eb, ebe, ec, edense, _fsal, _eo = M.METHODS["dopri5"].packed()
+    pat = np.array([(i, j) for i in range(ny) for j in range(ny)], dtype=np.int64).reshape(-1, 2)
+    rt = np.concatenate([rtol_a, np.full(p, 1.0)])
+    at = np.concatenate([atol_a, np.full(p, 1e300)])  # seminorm: g out of the error norm
+    y = np.zeros(ny)
+    y[:n] = cot[-1]
+    bst = np.zeros(6, dtype=np.int64)
+    for i in range(m - 1, 0, -1):
+        seg_ts = np.array([ts[i], ts[i - 1]])
+        out_y = np.empty((2, ny))
+        stats = np.zeros(10, dtype=np.int64)
+        fstats = np.zeros(4)
+        res = ros.integrate(kern, ny, ctx, seg_ts, y, a_, C, c, d, mw, me, dense, gamma, tab.error_order, ea, ebe,
+                            ec, edense, False, True, ny, ny, False, pat[:, 0].copy(), pat[:, 1].copy(), rt, at,
+                            0.0, 0.0 if dt_max is None else dt_max, max_steps, ctrl, 0, out_y, stats, fstats, 0)
+        bst += stats[:6]
+        if res[0] != _status.SUCCESS:
+            msg = _status.message(int(res[0]), float(fstats[0]), max_steps)
+            if throw:
+                raise IntegrationError(f"The backward (adjoint) integration failed: {_status.NAMES[int(res[0])]}: "
+                                       f"{msg}", status=int(res[0]), t=float(fstats[0]))
+            return _failed(n, p, m, sol, status=_status.ADJOINT_FAILED)
+        y = out_y[-1].copy()
+        if i - 1 > 0:
+            y[:n] += cot[i - 1]
+    stats = dict(forward=sol.stats, backward=dict(nfev=int(bst[0]), nsteps=int(bst[1]), njev=int(bst[4]),
+                                                  nlu=int(bst[5])))
+    return _finish(model, sol, theta, ts, cot, y[:n].copy(), y[n:].copy(), stats)
