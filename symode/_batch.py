@@ -60,9 +60,16 @@ def solve_batch(model, z0, theta, ts, opts, throw):
     t_reached = np.zeros(B)
     nb_batch.batch_solve(model.compiled.kern, n, model.n_params, T, ts, Z, *_common(model, opts), out, status,
                          stats, t_reached)
-    failed = np.flatnonzero(status != _status.SUCCESS)
     st = dict(nfev=stats[:, 0].copy(), nsteps=stats[:, 1].copy(), naccepted=stats[:, 2].copy(),
-              nrejected=stats[:, 3].copy(), method=opts[0].name, failed=failed)
+              nrejected=stats[:, 3].copy())
+    return batch_solution(ts, out, status, t_reached, st, opts, throw)
+
+
+def batch_solution(ts, out, status, t_reached, stats, opts, throw):
+    """The Solution of a batch (z (B, m, n), per-member ``statuses``), raising naming the failed indices."""
+    B = status.size
+    failed = np.flatnonzero(status != _status.SUCCESS)
+    st = dict(stats, method=opts[0].name, failed=failed)
     worst = int(status[failed[0]]) if failed.size else _status.SUCCESS
     msg = (f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()}"
            f"{'...' if failed.size > 10 else ''}); first: {_status.message(worst, t_reached[failed[0]], opts[4])}"

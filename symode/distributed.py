@@ -580,18 +580,14 @@ def map_solve(model, z0, theta, ts, client=None, chunk_size=None, *, retries=DEF
         for k, col in cols.items():
             col[s:e] = r[k]
         nchunks += 1
-    failed = np.flatnonzero(status != _status.SUCCESS)
-    st = dict(cols, method=opts[0].name, failed=failed)
-    worst = int(status[failed[0]]) if failed.size else _status.SUCCESS
-    msg = (f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()}"
-           f"{'...' if failed.size > 10 else ''}); first: {_status.message(worst, t_reached[failed[0]], opts[4])}"
-           if failed.size else _status.message(_status.SUCCESS))
-    sol = Solution(t=ts, z=out, stats=st, status=worst, message=msg, t_reached=float("nan"))
-    sol.statuses = status
-    sol.t_reached_all = t_reached
+    from ._batch import batch_solution
+
+    try:
+        sol = batch_solution(ts, out, status, t_reached, cols, opts, throw)
+    except IntegrationError as e:
+        e.solution.chunks = nchunks
+        raise
     sol.chunks = nchunks
-    if failed.size and throw:
-        raise IntegrationError(msg, status=worst, t=float(t_reached[failed[0]]), solution=sol)
     return sol
 
 

@@ -15,6 +15,13 @@ _SERIAL = dict(cache=True, error_model="numpy", nogil=True)
 
 
 @njit(**_SERIAL)
+def _placeholders(n, s):
+    """Arrays a plain forward solve passes for the jump and recorded-segment arguments (never written)."""
+    return (np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1, dtype=np.int64), np.zeros(1), np.ones(1),
+            np.zeros((1, n)), np.zeros((1, s, n)))
+
+
+@njit(**_SERIAL)
 def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order,
                      adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t,
                      stats, fstats, clock_addr):
@@ -22,13 +29,7 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, rk_a, rk_b, rk_b_error, rk_
 
     Returns the forward status (0 = success); on failure the gradients are NaN."""
     m = ts.size
-    jadd = np.zeros((1, 1))
-    jset = np.zeros((1, 1))
-    mask = np.zeros(1, dtype=np.int64)
-    seg_t = np.zeros(1)
-    seg_h = np.ones(1)
-    seg_y = np.zeros((1, n))
-    seg_k = np.zeros((1, rk_b.size, n))
+    jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
     res = integrate(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
                     error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
                     False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 2, out_y, stats, fstats, clock_addr)
@@ -64,13 +65,7 @@ def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_de
     B = y0s.shape[0]
     m = ts.size
     for b in prange(B):
-        jadd = np.zeros((1, 1))
-        jset = np.zeros((1, 1))
-        mask = np.zeros(1, dtype=np.int64)
-        seg_t = np.zeros(1)
-        seg_h = np.ones(1)
-        seg_y = np.zeros((1, n))
-        seg_k = np.zeros((1, rk_b.size, n))
+        jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
         fst = np.zeros(4)
         res = integrate(MODE_F, kern, n, p, thetas[b], ts, y0s[b], rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
                         error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,

@@ -137,6 +137,42 @@ def error_norm(err, y, ynew, rtol, atol, nerr):
 
 
 @njit(**_INLINE)
+def initial_step_first(y, f0, rtol, atol, nerr, span):
+    """First half of the standard initial-step heuristic (Hairer, Norsett & Wanner, Sec. II.4; as SciPy's):
+    the trial step h0 and the scaled norm d1 of f(t0, y0), over the first `nerr` components."""
+    d0 = 0.0
+    d1 = 0.0
+    for q in range(nerr):
+        sc = atol[q] + abs(y[q]) * rtol[q]
+        d0 += (y[q] / sc) ** 2
+        d1 += (f0[q] / sc) ** 2
+    d0 = math.sqrt(d0 / nerr)
+    d1 = math.sqrt(d1 / nerr)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    return min(h0, span), d1
+
+
+@njit(**_INLINE)
+def initial_step_second(y, f0, f1, rtol, atol, nerr, h0, d1, span, k_exp):
+    """Second half: from f1 = f(t0 + h0, y0 + h0 f0), the initial step min(100 h0, h1, span)."""
+    d2 = 0.0
+    for q in range(nerr):
+        sc = atol[q] + abs(y[q]) * rtol[q]
+        d2 += ((f1[q] - f0[q]) / sc) ** 2
+    d2 = math.sqrt(d2 / nerr) / h0
+    if not math.isfinite(d2):
+        h1 = h0 * 1e-3
+    elif d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / k_exp)
+    return min(100.0 * h0, h1, span)
+
+
+@njit(**_INLINE)
 def _all_finite(x):
     for v in x:
         if not math.isfinite(v):
@@ -269,21 +305,8 @@ def integrate(mode, kern, n, p, theta, ts, y0,
         if h_init > 0.0:
             h_abs = h_init
         else:
-            # Standard initial-step heuristic (Hairer, Norsett & Wanner, Sec. II.4; as SciPy's).
             span = abs(t_end - t)
-            d0 = 0.0
-            d1 = 0.0
-            for q in range(nerr):
-                sc = atol[q] + abs(y[q]) * rtol[q]
-                d0 += (y[q] / sc) ** 2
-                d1 += (K[0, q] / sc) ** 2
-            d0 = math.sqrt(d0 / nerr)
-            d1 = math.sqrt(d1 / nerr)
-            if d0 < 1e-5 or d1 < 1e-5:
-                h0 = 1e-6
-            else:
-                h0 = 0.01 * d0 / d1
-            h0 = min(h0, span)
+            h0, d1 = initial_step_first(y, K[0], rtol, atol, nerr, span)
             for q in range(ny):
                 ytmp[q] = y[q] + h0 * d * K[0, q]
             if mode == MODE_F:
@@ -292,18 +315,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                 eval_rhs(mode, kern, n, p, t + h0 * d, ytmp, theta, K[1], wz, wa, wp, J, Jp,
                          seg_t, seg_h, seg_y, seg_k, rk_dense)
             nfev += 1
-            d2 = 0.0
-            for q in range(nerr):
-                sc = atol[q] + abs(y[q]) * rtol[q]
-                d2 += ((K[1, q] - K[0, q]) / sc) ** 2
-            d2 = math.sqrt(d2 / nerr) / h0
-            if not math.isfinite(d2):
-                h1 = h0 * 1e-3
-            elif d1 <= 1e-15 and d2 <= 1e-15:
-                h1 = max(1e-6, h0 * 1e-3)
-            else:
-                h1 = (0.01 / max(d1, d2)) ** (1.0 / k_exp)
-            h_abs = min(100.0 * h0, h1, span)
+            h_abs = initial_step_second(y, K[0], K[1], rtol, atol, nerr, h0, d1, span, k_exp)
         if h_max > 0.0 and h_abs > h_max:
             h_abs = h_max
         err_prev = 1e-4

@@ -29,6 +29,7 @@ from numba import njit
 from .. import _status as st
 from .clock import monotonic
 from .fnptr import as_f, as_j
+from .rk import _grow2, _grow_records, dense_eval, initial_step_first, initial_step_second
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -410,45 +411,9 @@ def spectral_radius(J, pat_i, pat_j, v, w, iters):
     return rho
 
 
-@njit(**_OPTS)
-def rosenbrock_dense_eval(y0, h, rec_k_step, ros_dense, frac, out):
-    """Continuous extension of one recorded Rosenbrock step at t0 + frac * h (frac in [0, 1]).
-
-    ``rec_k_step`` (s, n) is the step's record ``U / h`` (the stage increments divided by the signed step),
-    so the formula is the Runge-Kutta one: out = y0 + h * sum_i b_i(frac) rec_k_step[i] with
-    b_i(x) = sum_k ros_dense[i, k] x**(k+1) (``RosenbrockTableau.dense``); b_i(1) = m_i gives y1.
-    """
-    s, deg = ros_dense.shape
-    ny = y0.size
-    for q in range(ny):
-        out[q] = y0[q]
-    for i in range(s):
-        bi = 0.0
-        xp = frac
-        for k in range(deg):
-            bi += ros_dense[i, k] * xp
-            xp *= frac
-        if bi != 0.0:
-            c = h * bi
-            for q in range(ny):
-                out[q] += c * rec_k_step[i, q]
-
-
-@njit(**_OPTS)
-def _grow(rec_t, rec_h, rec_y, rec_k, store_k):
-    cap = rec_t.size * 2
-    nt = np.empty(cap)
-    nh = np.empty(cap)
-    ny_ = np.empty((cap, rec_y.shape[1]))
-    nt[: rec_t.size] = rec_t
-    nh[: rec_h.size] = rec_h
-    ny_[: rec_y.shape[0]] = rec_y
-    if store_k:
-        nk = np.empty((cap, rec_k.shape[1], rec_k.shape[2]))
-        nk[: rec_k.shape[0]] = rec_k
-    else:
-        nk = rec_k
-    return nt, nh, ny_, nk
+# A recorded Rosenbrock step stores U_i / h, so its continuous extension is the Runge-Kutta formula:
+# out = y0 + h * sum_i b_i(frac) rec_k_step[i] with b_i from ``RosenbrockTableau.dense`` (b_i(1) = m_i gives y1).
+rosenbrock_dense_eval = dense_eval
 
 
 @njit(**_OPTS)
@@ -553,35 +518,12 @@ def integrate(kern, n, theta, ts, y0,
     else:
         # Standard initial-step heuristic (Hairer, Norsett & Wanner I, Sec. II.4), as rk.integrate.
         span = abs(t_end - t)
-        d0 = 0.0
-        d1 = 0.0
-        for q in range(ny):
-            sc = atol[q] + abs(y[q]) * rtol[q]
-            d0 += (y[q] / sc) ** 2
-            d1 += (F0[q] / sc) ** 2
-        d0 = math.sqrt(d0 / ny)
-        d1 = math.sqrt(d1 / ny)
-        if d0 < 1e-5 or d1 < 1e-5:
-            h0 = 1e-6
-        else:
-            h0 = 0.01 * d0 / d1
-        h0 = min(h0, span)
+        h0, d1 = initial_step_first(y, F0, rtol, atol, ny, span)
         for q in range(ny):
             ytmp[q] = y[q] + h0 * d * F0[q]
         fk(t + h0 * d, ytmp, theta, FN)
         nfev += 1
-        d2 = 0.0
-        for q in range(ny):
-            sc = atol[q] + abs(y[q]) * rtol[q]
-            d2 += ((FN[q] - F0[q]) / sc) ** 2
-        d2 = math.sqrt(d2 / ny) / h0
-        if not math.isfinite(d2):
-            h1 = h0 * 1e-3
-        elif d1 <= 1e-15 and d2 <= 1e-15:
-            h1 = max(1e-6, h0 * 1e-3)
-        else:
-            h1 = (0.01 / max(d1, d2)) ** (1.0 / k_exp)
-        h_abs = min(100.0 * h0, h1, span)
+        h_abs = initial_step_second(y, F0, FN, rtol, atol, ny, h0, d1, span, k_exp)
     if h_max > 0.0 and h_abs > h_max:
         h_abs = h_max
     stiff = not auto
@@ -778,7 +720,8 @@ def integrate(kern, n, theta, ts, y0,
         err_prev = max(errn, 1e-4)
         if record > 0:
             if n_rec == rec_t.size:
-                rec_t, rec_h, rec_y, rec_k = _grow(rec_t, rec_h, rec_y, rec_k, store_k)
+                rec_t, rec_h, rec_k = _grow_records(rec_t, rec_h, rec_k, store_k)
+                rec_y = _grow2(rec_y)
             rec_t[n_rec] = t
             rec_h[n_rec] = h
             for q in range(ny):

@@ -32,13 +32,13 @@ def pack(theta, kern, seg_t, seg_h, seg_y, seg_k, dense):
 
 
 @njit(**_OPTS)
-def _rhs(t, y, ctx, out):
+def _unpack(ctx):
+    """Views of the packed context: (n, p, theta, seg_t, seg_h, seg_y, seg_k, dense)."""
     n = int(ctx[0])
     p = int(ctx[1])
     nseg = int(ctx[2])
     s = int(ctx[3])
     deg = int(ctx[4])
-    vjp = as_v(np.int64(ctx[5]))
     o = HEAD
     theta = ctx[o:o + p]
     o += p
@@ -51,13 +51,25 @@ def _rhs(t, y, ctx, out):
     seg_k = ctx[o:o + nseg * s * n].reshape((nseg, s, n))
     o += nseg * s * n
     dense = ctx[o:o + s * deg].reshape((s, deg))
+    return n, p, theta, seg_t, seg_h, seg_y, seg_k, dense
+
+
+@njit(**_OPTS)
+def _z_at(t, seg_t, seg_h, seg_y, seg_k, dense, n):
     z = np.empty(n)
     wa = np.empty(n)
     interp_forward(t, seg_t, seg_h, seg_y, seg_k, dense, z, wa)
+    return z
+
+
+@njit(**_OPTS)
+def _rhs(t, y, ctx, out):
+    n, p, theta, seg_t, seg_h, seg_y, seg_k, dense = _unpack(ctx)
+    z = _z_at(t, seg_t, seg_h, seg_y, seg_k, dense, n)
     a = y[:n].copy()
     oz = np.empty(n)
     op = np.empty(max(p, 1))
-    vjp(t, z, theta, a, oz, op)
+    as_v(np.int64(ctx[5]))(t, z, theta, a, oz, op)
     for i in range(n):
         out[i] = -oz[i]
     for k in range(p):
@@ -86,28 +98,10 @@ def adjoint_rhs_t(t, y, ctx, out):
 @cfunc(J_SIG, **_OPTS)
 def adjoint_jac(t, y, ctx, out):
     """Exact Jacobian of the adjoint system: d(a')/da = -J^T, d(g')/da = -Jp^T, zero columns for g."""
-    n = int(ctx[0])
-    p = int(ctx[1])
-    nseg = int(ctx[2])
-    s = int(ctx[3])
-    deg = int(ctx[4])
+    n, p, theta, seg_t, seg_h, seg_y, seg_k, dense = _unpack(ctx)
+    z = _z_at(t, seg_t, seg_h, seg_y, seg_k, dense, n)
     jz = as_j(np.int64(ctx[6]))
     jp = as_j(np.int64(ctx[7]))
-    o = HEAD
-    theta = ctx[o:o + p]
-    o += p
-    seg_t = ctx[o:o + nseg]
-    o += nseg
-    seg_h = ctx[o:o + nseg]
-    o += nseg
-    seg_y = ctx[o:o + nseg * n].reshape((nseg, n))
-    o += nseg * n
-    seg_k = ctx[o:o + nseg * s * n].reshape((nseg, s, n))
-    o += nseg * s * n
-    dense = ctx[o:o + s * deg].reshape((s, deg))
-    z = np.empty(n)
-    wa = np.empty(n)
-    interp_forward(t, seg_t, seg_h, seg_y, seg_k, dense, z, wa)
     J = np.zeros((n, n))
     Jp = np.zeros((n, max(p, 1)))
     jz(t, z, theta, J)
