@@ -130,7 +130,7 @@ def p2_gradient_timings(repeats=7):
     import symode
     from symode._numeric import adjoint as adj
     from symode._numeric import rk
-    from symode._numeric.fnptr import as_f, as_v
+    from symode._numeric.fnptr import call_f, call_v
 
     model, theta, _ = build_model("P2")
     y = model.states
@@ -189,21 +189,19 @@ def p2_gradient_timings(repeats=7):
 
     @njit
     def loop_f(addr, z, th, o, n):
-        f = as_f(addr)
         acc = 0.0
         for i in range(n):
             z[0] += 1e-12
-            f(0.0, z, th, o)
+            call_f(addr, 0.0, z, th, o)
             acc += o[0]
         return acc
 
     @njit
     def loop_v(addr, z, th, av, oz, op, n):
-        v = as_v(addr)
         acc = 0.0
         for i in range(n):
             z[0] += 1e-12
-            v(0.0, z, th, av, oz, op)
+            call_v(addr, 0.0, z, th, av, oz, op)
             acc += op[0]
         return acc
 

@@ -67,7 +67,9 @@ def versions_tag():
     import numba
     import sympy
 
-    return (f"symode={__version__};codegen={CODEGEN_VERSION};sympy={sympy.__version__};numba={numba.__version__};"
+    from ._codegen.emit import EMIT_REVISION
+
+    return (f"symode={__version__};codegen={CODEGEN_VERSION};emit={EMIT_REVISION};sympy={sympy.__version__};numba={numba.__version__};"
             f"llvmlite={llvmlite.__version__};numpy={np.__version__};python={sys.version_info[:3]};"
             f"machine={platform.machine()}")
 

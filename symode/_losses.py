@@ -22,7 +22,7 @@ from ._codegen import loader
 from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel
 from ._compiled import _END, versions_tag
 from ._errors import InputValidationError, ModelError
-from ._numeric.fnptr import as_l, as_lg
+from ._numeric.fnptr import call_l, call_lg
 from ._version import __version__
 
 
@@ -99,8 +99,11 @@ class CompiledLoss:
             smap.update({s: f"d[{j}]" for j, s in enumerate(d_c)})
             grads = [(f"out_z[{i}]", sp.diff(e_c, z)) for i, z in enumerate(sym.z_c)]
             grads += [(f"out_theta[{k}]", sp.diff(e_c, th)) for k, th in enumerate(sym.theta_c)]
-            specs = [KernelSpec("loss", "L_SIG", ["t", "z", "theta", "d", "out"], [("out[0]", e_c)]),
-                     KernelSpec("loss_grad", "LG_SIG", ["t", "z", "theta", "d", "out_z", "out_theta"], grads)]
+            shp = dict(z=(sym.n,), theta=(sym.p,), d=(max(len(d_c), 1),))
+            specs = [KernelSpec("loss", "L_SIG", ["t", "z", "theta", "d", "out"], [("out[0]", e_c)],
+                                shapes=dict(shp, out=(1,))),
+                     KernelSpec("loss_grad", "LG_SIG", ["t", "z", "theta", "d", "out_z", "out_theta"], grads,
+                                shapes=dict(shp, out_z=(sym.n,), out_theta=(sym.p,)))]
             text = HEADER.format(version=__version__, key=key) + "".join(emit_kernel(s, smap) + "\n" for s in specs)
             text += _END
             loader.write_atomic(path, text)
@@ -128,17 +131,17 @@ class CompiledLoss:
 @njit(cache=True, error_model="numpy", nogil=True)
 def eval_loss_rows(addr, ts, zs, theta, D, rows, cot, gtheta):
     """Sum the loss over the selected rows; write dL/dz(ts[i]) into cot[i] and add dL/dtheta into gtheta."""
-    lf = as_l(addr[0])
-    lg = as_lg(addr[1])
+    lf = addr[0]
+    lg = addr[1]
     n = zs.shape[1]
     out = np.zeros(1)
     gz = np.zeros(n)
     gp = np.zeros(gtheta.size)
     total = 0.0
     for r in rows:
-        lf(ts[r], zs[r], theta, D[r], out)
+        call_l(lf, ts[r], zs[r], theta, D[r], out)
         total += out[0]
-        lg(ts[r], zs[r], theta, D[r], gz, gp)
+        call_lg(lg, ts[r], zs[r], theta, D[r], gz, gp)
         for q in range(n):
             cot[r, q] += gz[q]
         for k in range(gtheta.size):

@@ -12,7 +12,7 @@ Each stage costs one call of the generated VJP kernel (a^T df/dz, a^T df/dtheta 
 import numpy as np
 from numba import njit
 
-from .fnptr import as_v
+from .fnptr import call_v
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -22,7 +22,7 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
                    out_step, out_frac, cotangent, ybar, gtheta):
     """Reverse sweep. On return ``ybar`` (n,) holds dL/dz0 without cotangent[0] (i.e. a(ts[0]+)) and
     ``gtheta`` (p,) holds dL/dtheta. ``out_step[i]``/``out_frac[i]``: step and fraction of output i."""
-    vjp = as_v(kern[4])
+    va = kern[4]
     nsteps = rec_t.size
     s = rk_b.size
     deg = rk_dense.shape[1]
@@ -87,7 +87,7 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
                 for l in range(j):
                     acc += rk_a[j, l] * K[l, q]
                 Y[q] = y0[q] + h * acc
-            vjp(t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, wp)
+            call_v(va, t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, wp)
             for kk in range(p):
                 gtheta[kk] += wp[kk]
             for q in range(n):

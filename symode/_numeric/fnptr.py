@@ -1,40 +1,84 @@
 """Call generated kernels from cached library loops through their addresses.
 
 Library loops are compiled once and cached on disk; they receive each model kernel as an integer address
-(``cfunc.address``) and turn it into a Numba first-class function with the intrinsics below. Passing
-addresses (not dispatcher objects) keeps the Python call overhead at that of plain integer arguments and
-lets every loop hit Numba's disk cache whatever the model.
+(``cfunc.address``) and call it with ``call_f(addr, t, z, theta, out)`` (and ``call_v``, ``call_l``,
+``call_lg`` for the other signatures; ``call_j`` = ``call_f`` with a 2-D ``out``). The intrinsics pass the
+data pointers of the (C-contiguous) array arguments straight to the C function, so a call costs what a
+call through a C function pointer costs. Passing addresses (not dispatcher objects) keeps the Python call
+overhead at that of plain integer arguments and lets every loop hit Numba's disk cache whatever the model.
+
+``stack_empty(n)`` gives a kernel a scratch array of a literal size on the stack (no heap allocation).
 """
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .signatures import F_SIG, J_SIG, L_SIG, LG_SIG, V_SIG
+
+def _check(arrays):
+    for a in arrays:
+        if not (isinstance(a, types.Array) and a.dtype == types.float64 and a.layout == "C"):
+            raise TypeError(f"kernel arguments must be C-contiguous float64 arrays, got {a}")
 
 
-def _caster(sig):
-    fty = types.FunctionType(sig)
+def _codegen(n_arrays):
+    def codegen(context, builder, signature, args):
+        dbl = ir.DoubleType()
+        fnty = ir.FunctionType(ir.VoidType(), [dbl] + [dbl.as_pointer()] * n_arrays)
+        fp = builder.inttoptr(args[0], fnty.as_pointer())
+        tval = context.cast(builder, args[1], signature.args[1], types.float64)
+        ptrs = [context.make_array(ty)(context, builder, v).data for ty, v in zip(signature.args[2:], args[2:])]
+        builder.call(fp, [tval] + ptrs)
+        return context.get_dummy_value()
 
-    @intrinsic
-    def cast(typingctx, addr):
-        if not isinstance(addr, types.Integer):
-            return None
-
-        def codegen(context, builder, signature, args):
-            s = cgutils.create_struct_proxy(fty)(context, builder)
-            vp = context.get_value_type(types.voidptr)
-            s.c_addr = builder.inttoptr(args[0], vp)
-            s.py_addr = cgutils.get_null_value(vp)
-            s.jit_addr = cgutils.get_null_value(vp)
-            return s._getvalue()
-
-        return fty(addr), codegen
-
-    return cast
+    return codegen
 
 
-as_f = _caster(F_SIG)
-as_j = _caster(J_SIG)
-as_v = _caster(V_SIG)
-as_l = _caster(L_SIG)
-as_lg = _caster(LG_SIG)
+def _typed(addr, t, arrays):
+    if not isinstance(addr, types.Integer) or not isinstance(t, (types.Float, types.Integer)):
+        return None
+    _check(arrays)
+    return types.void(addr, t, *arrays), _codegen(len(arrays))
+
+
+@intrinsic
+def _call3(typingctx, addr, t, a0, a1, a2):
+    return _typed(addr, t, (a0, a1, a2))
+
+
+@intrinsic
+def _call4(typingctx, addr, t, a0, a1, a2, a3):
+    return _typed(addr, t, (a0, a1, a2, a3))
+
+
+@intrinsic
+def _call5(typingctx, addr, t, a0, a1, a2, a3, a4):
+    return _typed(addr, t, (a0, a1, a2, a3, a4))
+
+
+call_f = _call3  # f(t, z, theta, out), jac_t
+call_j = _call3  # jac_z / jac_theta (t, z, theta, out (n, n) / (n, p))
+call_v = _call5  # vjp(t, z, theta, a, out_z, out_theta)
+call_l = _call4  # loss(t, z, theta, d, out)
+call_lg = _call5  # loss_grad(t, z, theta, d, out_z, out_theta)
+
+
+@intrinsic
+def stack_empty(typingctx, size):
+    """A float64 array of literal `size` in the calling function's stack frame (valid until it returns)."""
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    n = int(size.literal_value)
+    arrty = types.Array(types.float64, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        dbl = context.get_value_type(types.float64)
+        data = cgutils.alloca_once(builder, dbl, size=max(n, 1))
+        ary = context.make_array(arrty)(context, builder)
+        intp = context.get_value_type(types.intp)
+        context.populate_array(ary, data=data, shape=[ir.Constant(intp, n)],
+                               strides=[ir.Constant(intp, 8)], itemsize=ir.Constant(intp, 8),
+                               meminfo=None)
+        return ary._getvalue()
+
+    return arrty(size), codegen

@@ -13,7 +13,7 @@ from numba import njit
 
 from .. import _status as st
 from .clock import monotonic
-from .fnptr import as_f, as_j, as_v
+from .fnptr import call_f as _kf, call_j as _kj, call_v as _kv
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 _INLINE = dict(_OPTS, inline="always")
@@ -76,14 +76,14 @@ def interp_forward(t, seg_t, seg_h, seg_y, seg_k, rk_dense, out, zbuf):
 def eval_rhs(mode, kern, n, p, t, y, theta, out, wz, wa, wp, J, Jp, seg_t, seg_h, seg_y, seg_k, rk_dense):
     """Evaluate the right-hand side of the (possibly augmented) system for `mode` into `out`."""
     if mode == MODE_F:
-        as_f(kern[K_F])(t, y, theta, out)
+        _kf(kern[K_F], t, y, theta, out)
     elif mode == MODE_BACKSOLVE:
         # y = [z, a, g]: z' = f(z), a' = -a^T df/dz, g' = -a^T df/dtheta
         for i in range(n):
             wz[i] = y[i]
             wa[i] = y[n + i]
-        as_f(kern[K_F])(t, wz, theta, out[:n])
-        as_v(kern[K_VJP])(t, wz, theta, wa, out[n:2 * n], wp)
+        _kf(kern[K_F], t, wz, theta, out[:n])
+        _kv(kern[K_VJP], t, wz, theta, wa, out[n:2 * n], wp)
         for i in range(n):
             out[n + i] = -out[n + i]
         for k in range(p):
@@ -93,7 +93,7 @@ def eval_rhs(mode, kern, n, p, t, y, theta, out, wz, wa, wp, J, Jp, seg_t, seg_h
         interp_forward(t, seg_t, seg_h, seg_y, seg_k, rk_dense, wz, wa)
         for i in range(n):
             wa[i] = y[i]
-        as_v(kern[K_VJP])(t, wz, theta, wa, out[:n], wp)
+        _kv(kern[K_VJP], t, wz, theta, wa, out[:n], wp)
         for i in range(n):
             out[i] = -out[i]
         for k in range(p):
@@ -102,10 +102,10 @@ def eval_rhs(mode, kern, n, p, t, y, theta, out, wz, wa, wp, J, Jp, seg_t, seg_h
         # MODE_SENS: y = [z, Sz (n x n, row-major), Sp (n x p)]; Sz' = J Sz, Sp' = J Sp + Jp
         for i in range(n):
             wz[i] = y[i]
-        as_f(kern[K_F])(t, wz, theta, out[:n])
-        as_j(kern[K_JZ])(t, wz, theta, J)
+        _kf(kern[K_F], t, wz, theta, out[:n])
+        _kj(kern[K_JZ], t, wz, theta, J)
         if p > 0:
-            as_j(kern[K_JP])(t, wz, theta, Jp)
+            _kj(kern[K_JP], t, wz, theta, Jp)
         ncol = n + p
         for i in range(n):
             for c in range(ncol):
@@ -242,7 +242,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
     ny = y0.size
     s = rk_b.size
     m = ts.size
-    fdirect = as_f(kern[K_F])
+    faddr = kern[K_F]
     K = np.zeros((s, ny))
     y = y0.copy()
     ytmp = np.empty(ny)
@@ -288,7 +288,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
     nacc = 0
     nrej = 0
     if mode == MODE_F:
-        fdirect(t, y, theta, K[0])
+        _kf(faddr, t, y, theta, K[0])
     else:
         eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
                  seg_t, seg_h, seg_y, seg_k, rk_dense)
@@ -310,7 +310,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
             for q in range(ny):
                 ytmp[q] = y[q] + h0 * d * K[0, q]
             if mode == MODE_F:
-                fdirect(t + h0 * d, ytmp, theta, K[1])
+                _kf(faddr, t + h0 * d, ytmp, theta, K[1])
             else:
                 eval_rhs(mode, kern, n, p, t + h0 * d, ytmp, theta, K[1], wz, wa, wp, J, Jp,
                          seg_t, seg_h, seg_y, seg_k, rk_dense)
@@ -360,7 +360,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                 else:
                     t_i = t + rk_c[i] * h
                 if mode == MODE_F:
-                    fdirect(t_i, ytmp, theta, K[i])
+                    _kf(faddr, t_i, ytmp, theta, K[i])
                 else:
                     eval_rhs(mode, kern, n, p, t_i, ytmp, theta, K[i], wz, wa, wp, J, Jp,
                              seg_t, seg_h, seg_y, seg_k, rk_dense)
@@ -469,7 +469,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                     K[0, q] = K[s - 1, q]
             elif i_next < m:
                 if mode == MODE_F:
-                    fdirect(t, y, theta, K[0])
+                    _kf(faddr, t, y, theta, K[0])
                 else:
                     eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
                              seg_t, seg_h, seg_y, seg_k, rk_dense)
@@ -504,7 +504,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                             acc += rk_a[i, j] * K[j, q]
                         ytmp[q] = y[q] + h * acc
                     if mode == MODE_F:
-                        fdirect(t + rk_c[i] * h, ytmp, theta, K[i])
+                        _kf(faddr, t + rk_c[i] * h, ytmp, theta, K[i])
                     else:
                         eval_rhs(mode, kern, n, p, t + rk_c[i] * h, ytmp, theta, K[i], wz, wa, wp, J, Jp,
                                  seg_t, seg_h, seg_y, seg_k, rk_dense)
@@ -549,7 +549,7 @@ def integrate(mode, kern, n, p, theta, ts, y0,
                             else:
                                 y[q] += jump_add[i_next, q]
                 if mode == MODE_F:
-                    fdirect(t, y, theta, K[0])
+                    _kf(faddr, t, y, theta, K[0])
                 else:
                     eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
                              seg_t, seg_h, seg_y, seg_k, rk_dense)
@@ -571,23 +571,23 @@ def integrate(mode, kern, n, p, theta, ts, y0,
 
 @njit(**_OPTS)
 def call_f(addr, t, z, theta, out):
-    as_f(addr)(t, z, theta, out)
+    _kf(addr, t, z, theta, out)
 
 
 @njit(**_OPTS)
 def call_j(addr, t, z, theta, out):
-    as_j(addr)(t, z, theta, out)
+    _kj(addr, t, z, theta, out)
 
 
 @njit(**_OPTS)
 def call_vjp(addr, t, z, theta, a, out_z, out_theta):
-    as_v(addr)(t, z, theta, a, out_z, out_theta)
+    _kv(addr, t, z, theta, a, out_z, out_theta)
 
 
 @njit(**_OPTS)
 def time_grad(addr, ts, zs, theta, cotangent, a0plus, out):
     """dL/dts[i] = cotangent[i] . f(z(ts[i])) for i > 0 and dL/dts[0] = -a(ts[0]+) . f(z0)."""
-    f = as_f(addr)
+    fa = addr
     m = ts.size
     n = zs.shape[1]
     fz = np.empty(n)
@@ -598,12 +598,12 @@ def time_grad(addr, ts, zs, theta, cotangent, a0plus, out):
                 nz = True
         out[i] = 0.0
         if nz:
-            f(ts[i], zs[i], theta, fz)
+            _kf(fa, ts[i], zs[i], theta, fz)
             acc = 0.0
             for q in range(n):
                 acc += cotangent[i, q] * fz[q]
             out[i] = acc
-    f(ts[0], zs[0], theta, fz)
+    _kf(fa, ts[0], zs[0], theta, fz)
     acc = 0.0
     for q in range(n):
         acc += a0plus[q] * fz[q]
@@ -615,7 +615,7 @@ def replay(kern, theta, rec_t, rec_h, y0, rk_a, rk_b, rk_c, fsal, out_y, out_k):
     """Recompute steps i = 0..len(rec_h)-1 (start times rec_t[i], steps rec_h[i]; rec_t[-1] is the end time of
     the last one) from the checkpoint y0 exactly as the forward loop took them: out_y[i] = start state of
     step i, out_k[i] = its stages (bitwise identical arithmetic)."""
-    f = as_f(kern[K_F])
+    fa = kern[K_F]
     nst = rec_h.size
     s = rk_b.size
     ny = y0.size
@@ -623,7 +623,7 @@ def replay(kern, theta, rec_t, rec_h, y0, rk_a, rk_b, rk_c, fsal, out_y, out_k):
     ytmp = np.empty(ny)
     ynew = np.empty(ny)
     K = np.zeros((s, ny))
-    f(rec_t[0], y, theta, K[0])
+    _kf(fa, rec_t[0], y, theta, K[0])
     for i in range(nst):
         t = rec_t[i]
         h = rec_h[i]
@@ -639,9 +639,9 @@ def replay(kern, theta, rec_t, rec_h, y0, rk_a, rk_b, rk_c, fsal, out_y, out_k):
             if fsal and j == s - 1:
                 for q in range(ny):
                     ynew[q] = ytmp[q]
-                f(t_new, ytmp, theta, K[j])
+                _kf(fa, t_new, ytmp, theta, K[j])
             else:
-                f(t + rk_c[j] * h, ytmp, theta, K[j])
+                _kf(fa, t + rk_c[j] * h, ytmp, theta, K[j])
         if not fsal:
             for q in range(ny):
                 acc = 0.0
@@ -655,4 +655,4 @@ def replay(kern, theta, rec_t, rec_h, y0, rk_a, rk_b, rk_c, fsal, out_y, out_k):
             for q in range(ny):
                 K[0, q] = K[s - 1, q]
         else:
-            f(t_new, y, theta, K[0])
+            _kf(fa, t_new, y, theta, K[0])

@@ -28,7 +28,7 @@ from numba import njit
 
 from .. import _status as st
 from .clock import monotonic
-from .fnptr import as_f, as_j
+from .fnptr import call_f, call_j
 from .rk import _grow2, _grow_records, dense_eval, initial_step_first, initial_step_second
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
@@ -454,9 +454,9 @@ def integrate(kern, n, theta, ts, y0,
     s = ros_m.size
     se = rk_c.size
     m = ts.size
-    fk = as_f(kern[K_F])
-    jzk = as_j(kern[K_JZ])
-    jtk = as_f(kern[K_JT])
+    fk = kern[K_F]
+    jzk = kern[K_JZ]
+    jtk = kern[K_JT]
     y = y0.copy()
     ynew = np.empty(ny)
     ytmp = np.empty(ny)
@@ -503,7 +503,7 @@ def integrate(kern, n, theta, ts, y0,
     nacc_ros = 0
     span_exp = 0.0
     span_ros = 0.0
-    fk(t, y, theta, F0)
+    call_f(fk, t, y, theta, F0)
     nfev += 1
     for q in range(ny):
         if not math.isfinite(F0[q]):
@@ -521,7 +521,7 @@ def integrate(kern, n, theta, ts, y0,
         h0, d1 = initial_step_first(y, F0, rtol, atol, ny, span)
         for q in range(ny):
             ytmp[q] = y[q] + h0 * d * F0[q]
-        fk(t + h0 * d, ytmp, theta, FN)
+        call_f(fk, t + h0 * d, ytmp, theta, FN)
         nfev += 1
         h_abs = initial_step_second(y, F0, FN, rtol, atol, ny, h0, d1, span, k_exp)
     if h_max > 0.0 and h_abs > h_max:
@@ -572,10 +572,10 @@ def integrate(kern, n, theta, ts, y0,
         if stiff:
             # ---------------------------------------------------------------- Rosenbrock step
             if need_jac:
-                jzk(t, y, theta, J)
+                call_j(jzk, t, y, theta, J)
                 njev += 1
                 if nonauto:
-                    jtk(t, y, theta, FT)
+                    call_f(jtk, t, y, theta, FT)
                 need_jac = False
                 if auto:
                     rho = spectral_radius(J, pat_i, pat_j, pv, pw, 2)
@@ -617,7 +617,7 @@ def integrate(kern, n, theta, ts, y0,
                         for j in range(i):
                             acc += ros_a[i, j] * U[j, q]
                         ytmp[q] = acc
-                    fk(t + ros_c[i] * h, ytmp, theta, Ui)
+                    call_f(fk, t + ros_c[i] * h, ytmp, theta, Ui)
                     for q in range(ny):
                         acc = Ui[q]
                         for j in range(i):
@@ -658,7 +658,7 @@ def integrate(kern, n, theta, ts, y0,
             if not math.isfinite(errn):
                 finite = False
             elif errn < 1.0:
-                fk(t_new, ynew, theta, FN)
+                call_f(fk, t_new, ynew, theta, FN)
                 nfev += 1
                 for q in range(ny):
                     if not math.isfinite(FN[q]):
@@ -679,9 +679,9 @@ def integrate(kern, n, theta, ts, y0,
                 if i == se - 1:
                     for q in range(ny):
                         ynew[q] = ytmp[q]
-                    fk(t_new, ytmp, theta, Ki)
+                    call_f(fk, t_new, ytmp, theta, Ki)
                 else:
-                    fk(t + rk_c[i] * h, ytmp, theta, Ki)
+                    call_f(fk, t + rk_c[i] * h, ytmp, theta, Ki)
             nfev += se - 1
             errn = 0.0
             for q in range(ny):
@@ -817,10 +817,10 @@ def integrate(kern, n, theta, ts, y0,
                     n_stiff = 0
             fresh_jac = False
             if not go_stiff and nacc_exp % STIFF_CHECK_EVERY == 0:
-                jzk(t_new, ynew, theta, J)
+                call_j(jzk, t_new, ynew, theta, J)
                 njev += 1
                 if nonauto:
-                    jtk(t_new, ynew, theta, FT)
+                    call_f(jtk, t_new, ynew, theta, FT)
                 fresh_jac = True
                 rho = spectral_radius(J, pat_i, pat_j, pv, pw, 3)
                 if rho * h_abs > STIFF_HRHO:

@@ -12,9 +12,9 @@ z(t) comes from the forward pass's continuous extension (never re-integrated). T
 the Rosenbrock stages of this non-autonomous system is taken by central differences of the right-hand side.
 """
 import numpy as np
-from numba import cfunc, njit
+from numba import carray, cfunc, njit
 
-from .fnptr import as_j, as_v
+from .fnptr import call_j, call_v
 from .rk import interp_forward
 from .signatures import F_SIG, J_SIG
 
@@ -29,6 +29,19 @@ def pack(theta, kern, seg_t, seg_h, seg_y, seg_k, dense):
     head = np.array([n, theta.size, seg_t.size, s, deg, float(kern[4]), float(kern[1]), float(kern[2])])
     return np.ascontiguousarray(np.concatenate([head, theta, seg_t, seg_h, seg_y.ravel(), seg_k.ravel(),
                                                 dense.ravel()]))
+
+
+@njit(**_OPTS)
+def _context(ctx_p):
+    """The packed context behind the pointer, and the size n + p of the adjoint state."""
+    head = carray(ctx_p, (HEAD,))
+    n = int(head[0])
+    p = int(head[1])
+    nseg = int(head[2])
+    s = int(head[3])
+    deg = int(head[4])
+    size = HEAD + p + 2 * nseg + nseg * n + nseg * s * n + s * deg
+    return carray(ctx_p, (size,)), n + p
 
 
 @njit(**_OPTS)
@@ -69,7 +82,7 @@ def _rhs(t, y, ctx, out):
     a = y[:n].copy()
     oz = np.empty(n)
     op = np.empty(max(p, 1))
-    as_v(np.int64(ctx[5]))(t, z, theta, a, oz, op)
+    call_v(np.int64(ctx[5]), t, z, theta, a, oz, op)
     for i in range(n):
         out[i] = -oz[i]
     for k in range(p):
@@ -77,15 +90,20 @@ def _rhs(t, y, ctx, out):
 
 
 @cfunc(F_SIG, **_OPTS)
-def adjoint_rhs(t, y, ctx, out):
+def adjoint_rhs(t, y_p, ctx_p, out_p):
     """The adjoint right-hand side: out = [-(df/dz)^T a, -(df/dtheta)^T a] at z(t) from the forward pass."""
+    ctx, ny = _context(ctx_p)
+    y = carray(y_p, (ny,))
+    out = carray(out_p, (ny,))
     _rhs(t, y, ctx, out)
 
 
 @cfunc(F_SIG, **_OPTS)
-def adjoint_rhs_t(t, y, ctx, out):
+def adjoint_rhs_t(t, y_p, ctx_p, out_p):
     """d/dt of the adjoint right-hand side by central differences (z(t) varies with t)."""
-    ny = y.size
+    ctx, ny = _context(ctx_p)
+    y = carray(y_p, (ny,))
+    out = carray(out_p, (ny,))
     d = 1e-6 * max(1.0, abs(t))
     fp = np.empty(ny)
     fm = np.empty(ny)
@@ -96,18 +114,19 @@ def adjoint_rhs_t(t, y, ctx, out):
 
 
 @cfunc(J_SIG, **_OPTS)
-def adjoint_jac(t, y, ctx, out):
+def adjoint_jac(t, y_p, ctx_p, out_p):
     """Exact Jacobian of the adjoint system: d(a')/da = -J^T, d(g')/da = -Jp^T, zero columns for g."""
+    ctx, ny = _context(ctx_p)
+    out = carray(out_p, (ny, ny))
     n, p, theta, seg_t, seg_h, seg_y, seg_k, dense = _unpack(ctx)
     z = _z_at(t, seg_t, seg_h, seg_y, seg_k, dense, n)
-    jz = as_j(np.int64(ctx[6]))
-    jp = as_j(np.int64(ctx[7]))
+    jz = np.int64(ctx[6])
+    jp = np.int64(ctx[7])
     J = np.zeros((n, n))
     Jp = np.zeros((n, max(p, 1)))
-    jz(t, z, theta, J)
+    call_j(jz, t, z, theta, J)
     if p > 0:
-        jp(t, z, theta, Jp)
-    ny = n + p
+        call_j(jp, t, z, theta, Jp)
     for i in range(ny):
         for j in range(ny):
             out[i, j] = 0.0
