@@ -16,8 +16,8 @@ def is_batch(z0, theta):
 
 def _broadcast(model, z0, theta):
     n, p = model.n_states, model.n_params
-    Z = np.array(z0, dtype=np.float64, copy=True)
-    T = np.array(theta, dtype=np.float64, copy=True)
+    Z = np.array(z0, dtype=np.float64, order="C", copy=True)
+    T = np.array(theta, dtype=np.float64, order="C", copy=True)
     if Z.ndim == 1:
         Z = Z.reshape(1, -1)
     if T.ndim == 1:
@@ -31,11 +31,13 @@ def _broadcast(model, z0, theta):
     B = max(Z.shape[0], T.shape[0])
     if Z.shape[0] not in (1, B) or T.shape[0] not in (1, B):
         raise InputValidationError(f"batch sizes of `z0` ({Z.shape[0]}) and `theta` ({T.shape[0]}) do not broadcast")
-    Z = np.array(np.broadcast_to(Z, (B, n)), dtype=np.float64, order="C", copy=True)
-    T = np.array(np.broadcast_to(T, (B, p)), dtype=np.float64, order="C", copy=True)
+    if Z.shape[0] != B:
+        Z = np.array(np.broadcast_to(Z, (B, n)), dtype=np.float64, order="C", copy=True)
+    if T.shape[0] != B:
+        T = np.array(np.broadcast_to(T, (B, p)), dtype=np.float64, order="C", copy=True)
     for name, arr in (("z0", Z), ("theta", T)):
-        bad = np.argwhere(~np.isfinite(arr))
-        if bad.size:
+        if not np.isfinite(arr).all():
+            bad = np.argwhere(~np.isfinite(arr))
             raise InputValidationError(f"`{name}`[{bad[0][0]}, {bad[0][1]}] is not finite")
     return Z, T
 
@@ -82,24 +84,40 @@ def batch_solution(ts, out, status, t_reached, stats, opts, throw):
     return sol
 
 
-def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None):
-    Z, T = _broadcast(model, z0, theta)
-    ts = V.times(ts)
+_NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
+def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=None):
+    """Batched discrete-adjoint gradients. ``loss`` = (kernel addresses, data rows (B, m, w), summed rows):
+    a compiled loss evaluated on each member's own solution (``cotangent`` is then ignored) and the Gradient
+    gets ``value`` (per member, or summed with ``reduce="sum"``)."""
+    if loss is None:  # (with a loss, value_and_grad has broadcast and checked z0, theta and ts already)
+        z0, theta = _broadcast(model, z0, theta)
+        ts = V.times(ts)
+    Z, T = z0, theta
     B, n, p, m = Z.shape[0], model.n_states, model.n_params, ts.size
-    C = np.array(cotangent, dtype=np.float64)
-    if C.ndim == 2:
-        C = np.broadcast_to(C, (B, m, n))
-    if C.shape != (B, m, n):
-        raise InputValidationError(f"`cotangent` has shape {np.shape(cotangent)}; expected ({m}, {n}) or ({B}, {m}, {n})")
-    if not np.all(np.isfinite(C)):
-        raise InputValidationError("`cotangent` contains NaN or inf")
-    C = np.array(C, dtype=np.float64, order="C", copy=True)
+    if loss is None:
+        C = np.array(cotangent, dtype=np.float64)
+        if C.ndim == 2:
+            C = np.broadcast_to(C, (B, m, n))
+        if C.shape != (B, m, n):
+            raise InputValidationError(f"`cotangent` has shape {np.shape(cotangent)}; expected ({m}, {n}) or "
+                                       f"({B}, {m}, {n})")
+        if not np.all(np.isfinite(C)):
+            raise InputValidationError("`cotangent` contains NaN or inf")
+        C = np.array(C, dtype=np.float64, order="C", copy=True)
+        laddr, lrows = _NO_LOSS
+        LD = np.zeros((B, 1, 1))
+    else:
+        laddr, LD, lrows = loss
+        C = np.zeros((B, m, n))
+    values = np.zeros(B)
     out = np.empty((B, m, n))
     gz, gp, gt = np.empty((B, n)), np.empty((B, p)), np.empty((B, m))
     status = np.zeros(B, dtype=np.int64)
     stats = np.zeros((B, 8), dtype=np.int64)
-    nb_batch.batch_vjp_discrete(model.compiled.kern, n, p, T, ts, Z, C, *_common(model, opts), out, gz, gp, gt,
-                                status, stats)
+    nb_batch.batch_vjp_discrete(model.compiled.kern, n, p, T, ts, Z, C, laddr, LD, lrows, values,
+                                *_common(model, opts), out, gz, gp, gt, status, stats)
     failed = np.flatnonzero(status != _status.SUCCESS)
     if failed.size and throw:
         raise IntegrationError(f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()})",
@@ -108,9 +126,15 @@ def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None):
     sol.statuses = status
     if reduce == "sum":
         g = Gradient(z0=gz.sum(0), theta=gp.sum(0), t=gt.sum(0), solution=sol)
+        if loss is not None:
+            g.value = float(values.sum())
     elif reduce is None:
         g = Gradient(z0=gz, theta=gp, t=gt, solution=sol)
+        if loss is not None:
+            g.value = values
     else:
         raise InputValidationError(f"`reduce` must be None (per-sample) or 'sum', got {reduce!r}")
+    if not (np.isfinite(g.z0).all() and np.isfinite(g.theta).all()) and not failed.size:
+        raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
     g.statuses = status
     return g

@@ -66,6 +66,7 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         dt=None, max_steps=100_000, throw=True, dt_max=None, controller=None, seminorm=True,
         adjoint_rtol=None, adjoint_atol=None, checkpoints=None, time_limit=None, **kwargs):
     reduce = kwargs.pop("reduce", None)
+    checked = kwargs.pop("_checked", False)  # z0, theta, ts already validated by the caller (value_and_grad)
     if kwargs:
         raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kwargs))}")
     if adjoint not in ADJOINTS:
@@ -77,9 +78,13 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
             raise InputValidationError("batched gradients use adjoint='discrete' (the others run per trajectory)")
         opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller)
         return vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=reduce)
-    z0, theta = model._zt(z0, theta)
-    ts = V.times(ts)
+    if not checked:
+        z0, theta = model._zt(z0, theta)
+        ts = V.times(ts)
     n, p, m = model.n_states, model.n_params, ts.size
+    fused = cotangent if isinstance(cotangent, FusedLoss) else None
+    if fused is not None:
+        cotangent = fused.fallback
     # `cotangent` may be a callable(solution) -> (value, cotangent, extra dL/dtheta), evaluated on the
     # forward pass the gradient itself uses (value_and_grad); the value lands in Gradient.value.
     cot_fn = cotangent if callable(cotangent) else None
@@ -103,6 +108,8 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         return _extra(vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, checkpoints), extra)
     if adjoint == "discrete" and cot_fn is None:
         return _discrete_fused(model, z0, theta, ts, cot, opts, throw)
+    if adjoint == "discrete" and fused is not None:
+        return _discrete_fused(model, z0, theta, ts, None, opts, throw, loss=fused)
     if adjoint == "discrete":
         fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
         sol = model._make_solution(ts, fwd, meth, opts[4], throw)
@@ -258,8 +265,21 @@ def _checkpointed(model, z0, theta, ts, get_cot, opts, throw, seminorm, rtol_b, 
     return _finish(model, sol, theta, ts, cot, state[:n].copy(), state[n:].copy(), stats)
 
 
-def _discrete_fused(model, z0, theta, ts, cot, opts, throw):
-    """The default path: forward solve, discrete-adjoint sweep and dL/dts in one compiled call."""
+class FusedLoss:
+    """A compiled loss (generated kernels ``addr``, data rows ``D``, summed rows ``rows``) handed to ``vjp`` as
+    the cotangent: with the discrete adjoint of an explicit method, forward solve, loss, cotangent, reverse
+    sweep and dL/dts run in one compiled call; otherwise ``fallback`` (a cotangent callable) is used."""
+
+    def __init__(self, addr, D, rows, fallback):
+        self.addr, self.D, self.rows, self.fallback = addr, D, rows, fallback
+
+
+_NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros((1, 1)), np.zeros(0, dtype=np.int64))
+
+
+def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
+    """The default path: forward solve, discrete-adjoint sweep and dL/dts in one compiled call (with ``loss``,
+    a FusedLoss, the loss and its cotangent too: ``cot`` is then computed, and the Gradient gets ``value``)."""
     from ._numeric.batch import vjp_discrete_one
     from ._ode import _clock
 
@@ -270,7 +290,15 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw):
     gz, gp, gt = np.empty(n), np.empty(p), np.empty(m)
     stats = np.zeros(8, dtype=np.int64)
     fstats = np.zeros(4)
-    status, nrec = vjp_discrete_one(model.compiled.kern, n, p, theta, ts, z0, cot, a, b, be, c, dense, fsal, eo,
+    if loss is None:
+        laddr, lD, lrows = _NO_LOSS
+        g_loss = gz
+    else:
+        laddr, lD, lrows = loss.addr, loss.D, loss.rows
+        cot = np.zeros((m, n))
+        g_loss = np.zeros(max(p, 1))
+    status, nrec, value = vjp_discrete_one(model.compiled.kern, n, p, theta, ts, z0, cot, laddr, lD, lrows, g_loss,
+                                           a, b, be, c, dense, fsal, eo,
                                     not meth.fixed, rtol_a, atol_a, 0.0 if (dt is None or meth.fixed) else dt,
                                     0.0 if dt_max is None else dt_max, 1.0 if dt is None else dt, max_steps, ctrl,
                                     out_y, gz, gp, gt, stats, fstats, _clock())
@@ -287,7 +315,10 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw):
         return g
     if not (np.isfinite(gz).all() and np.isfinite(gp).all() and np.isfinite(gt).all()):
         raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
-    return Gradient(z0=gz, theta=gp, t=gt, stats=dict(forward=st, steps_recorded=int(nrec)), solution=sol)
+    g = Gradient(z0=gz, theta=gp, t=gt, stats=dict(forward=st, steps_recorded=int(nrec)), solution=sol)
+    if loss is not None:
+        g.value = float(value)
+    return g
 
 
 def _extra(g, extra):

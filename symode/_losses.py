@@ -16,13 +16,12 @@ import hashlib
 
 import numpy as np
 import sympy as sp
-from numba import njit
 
 from ._codegen import loader
 from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel
 from ._compiled import _END, versions_tag
 from ._errors import InputValidationError, ModelError
-from ._numeric.fnptr import call_l, call_lg
+from ._numeric.losses import eval_loss_rows
 from ._version import __version__
 
 
@@ -128,33 +127,16 @@ class CompiledLoss:
         return np.ascontiguousarray(np.concatenate([np.where(finite, D, 0.0), W], axis=1))
 
 
-@njit(cache=True, error_model="numpy", nogil=True)
-def eval_loss_rows(addr, ts, zs, theta, D, rows, cot, gtheta):
-    """Sum the loss over the selected rows; write dL/dz(ts[i]) into cot[i] and add dL/dtheta into gtheta."""
-    lf = addr[0]
-    lg = addr[1]
-    n = zs.shape[1]
-    out = np.zeros(1)
-    gz = np.zeros(n)
-    gp = np.zeros(gtheta.size)
-    total = 0.0
-    for r in rows:
-        call_l(lf, ts[r], zs[r], theta, D[r], out)
-        total += out[0]
-        call_lg(lg, ts[r], zs[r], theta, D[r], gz, gp)
-        for q in range(n):
-            cot[r, q] += gz[q]
-        for k in range(gtheta.size):
-            gtheta[k] += gp[k]
-    return total
-
-
 def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **solver_kwargs):
     """Value and gradients (z0, theta, ts) of a loss of the solution; see the module docstring."""
-    from ._gradients import vjp
+    from ._gradients import FusedLoss, vjp
 
     if isinstance(loss, RunningCost):
         return _running_cost(model, loss, z0, theta, ts, adjoint, solver_kwargs)
+    from ._batch import is_batch
+
+    if is_batch(z0, theta):
+        return _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, solver_kwargs)
     z0v, thv = model._zt(z0, theta)
     from . import _validate as V
 
@@ -165,7 +147,7 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
             value, cot = loss(sol.t, sol.z)
             return value, cot, None
 
-        return vjp(model, z0v, thv, tsv, user_cot, adjoint=adjoint, **solver_kwargs)
+        return vjp(model, z0v, thv, tsv, user_cot, adjoint=adjoint, _checked=True, **solver_kwargs)
     if isinstance(loss, (sp.Basic, FinalLoss)):
         expr = loss.expr if isinstance(loss, FinalLoss) else loss
         cl = _compiled_loss(model, expr, ())
@@ -173,8 +155,8 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
         D = np.zeros((m, 1))
     elif isinstance(loss, ObservationLoss):
         cl = _compiled_loss(model, loss.expr, loss.data_symbols)
-        if data is None:
-            raise InputValidationError("an ObservationLoss needs `data` (one row per output time)")
+        if data is None and len(loss.data_symbols):
+            raise InputValidationError("an ObservationLoss with data symbols needs `data` (one row per output time)")
         D = cl.data_rows(data, m)
         rows = np.arange(m, dtype=np.int64)
     else:
@@ -186,7 +168,51 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
         value = eval_loss_rows(cl.addr, tsv, np.ascontiguousarray(sol.z), thv, D, rows, cot, gth_loss)
         return value, cot, gth_loss[:p]
 
-    return vjp(model, z0v, thv, tsv, cotangent, adjoint=adjoint, **solver_kwargs)
+    return vjp(model, z0v, thv, tsv, FusedLoss(cl.addr, D, rows, cotangent), adjoint=adjoint, _checked=True,
+               **solver_kwargs)
+
+
+def _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, kw):
+    """Batched value_and_grad: z0 (B, n) and/or theta (B, p); ``data`` (m, w) shared or (B, m, w) per member.
+    One compiled parallel call: each member's forward solve, loss, cotangent and discrete-adjoint sweep."""
+    from . import _validate as V
+    from ._batch import _broadcast, vjp_batch
+
+    if adjoint != "discrete":
+        raise InputValidationError("batched value_and_grad uses adjoint='discrete' (the others run per trajectory)")
+    if isinstance(loss, (sp.Basic, FinalLoss)):
+        cl = _compiled_loss(model, loss.expr if isinstance(loss, FinalLoss) else loss, ())
+        summed = "final"
+    elif isinstance(loss, ObservationLoss):
+        cl = _compiled_loss(model, loss.expr, loss.data_symbols)
+        if data is None and len(loss.data_symbols):
+            raise InputValidationError("an ObservationLoss with data symbols needs `data` (one row per output time)")
+        summed = "all"
+    else:
+        raise InputValidationError(f"batched value_and_grad takes a SymPy expression, FinalLoss or ObservationLoss, "
+                                   f"not {type(loss).__name__}")
+    Z, T = _broadcast(model, z0, theta)
+    tsv = V.times(ts)
+    B, m = Z.shape[0], tsv.size
+    if summed == "final" or cl.n_data == 0:
+        D = np.broadcast_to(cl.data_rows(None, m), (B, m, max(cl.n_data + cl.n_terms, 1)))
+    else:
+        arr = np.asarray(data, dtype=np.float64)
+        if arr.ndim == 3:
+            if arr.shape[0] != B:
+                raise InputValidationError(f"`data` has {arr.shape[0]} members; the batch has {B}")
+            D = np.stack([cl.data_rows(arr[b], m) for b in range(B)])
+        else:
+            D = np.broadcast_to(cl.data_rows(arr, m), (B,) + cl.data_rows(arr, m).shape)
+    D = np.ascontiguousarray(D)
+    rows = np.array([m - 1], dtype=np.int64) if summed == "final" else np.arange(m, dtype=np.int64)
+    reduce = kw.pop("reduce", None)
+    throw = kw.pop("throw", True)
+    opts = model._options(kw.pop("method", "dopri5"), kw.pop("rtol", 1e-6), kw.pop("atol", 1e-9), kw.pop("dt", None),
+                          kw.pop("max_steps", 100_000), kw.pop("dt_max", None), kw.pop("controller", None))
+    if kw:
+        raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kw))}")
+    return vjp_batch(model, Z, T, tsv, None, opts, throw, reduce=reduce, loss=(cl.addr, D, rows))
 
 
 def _solve_kwargs(kw):
@@ -195,7 +221,7 @@ def _solve_kwargs(kw):
 
 
 def _compiled_loss(model, expr, data_symbols):
-    key = (id(model), sp.srepr(sp.sympify(expr)), tuple(map(str, data_symbols)))
+    key = (sp.sympify(expr), tuple(data_symbols))  # SymPy expressions hash structurally (and cache their hash)
     cache = model.__dict__.setdefault("_loss_cache", {})
     if key not in cache:
         cache[key] = CompiledLoss(model, expr, data_symbols)

@@ -216,9 +216,8 @@ def batch_value_and_grad(model, theta, batch, loss, solver_kw, adjoint="discrete
     """Loss of a batch and its gradients: returns (value, dL/dtheta (p,), dL/dy0 (B, n) or None).
 
     This is the one place that calls the adjoint. When the batch members share one time grid, the loss is
-    built in (mse/mae/sse/sae) and the adjoint is "discrete", the whole batch goes through symode's batched
-    solve and vjp (compiled loops over the members, no Python per member; the forward pass runs twice,
-    once for the residuals and once inside the vjp). Otherwise -- per-member grids, an ObservationLoss, the
+    built in (mse/mae/sse/sae) and the adjoint is "discrete", the whole batch goes through one batched
+    ``value_and_grad`` (one compiled call over the members: forward, loss, cotangent and sweep each). Otherwise -- per-member grids, an ObservationLoss, the
     continuous adjoints, implicit methods -- it loops over the members with one ``model.vjp`` each (the
     cotangent computed on the forward pass that the gradient itself uses).
     """
@@ -242,27 +241,33 @@ def _batched_ok(model, solver_kw):
     return _batch_key(model, solver_kw) not in _BATCH_UNSUPPORTED
 
 
+def _builtin_loss(model, kind):
+    """The built-in losses as one compiled ObservationLoss per model: sum_i (z_i - d_i)^2 or |z_i - d_i| over
+    the states (unscaled; a masked entry is NaN data, whose term is skipped)."""
+    cache = model.__dict__.setdefault("_builtin_losses", {})
+    if kind not in cache:
+        ds = sp.symbols(f"_symode_obs0:{model.n_states}")
+        if kind in ("mae", "sae"):
+            expr = sum(sp.Abs(z - d) for z, d in zip(model.states, ds))
+        else:
+            expr = sum((z - d) ** 2 for z, d in zip(model.states, ds))
+        cache[kind] = ObservationLoss(expr, list(ds))
+    return cache[kind]
+
+
 def _batched(model, theta, batch, loss, solver_kw, need_z0):
+    """The whole batch in one compiled parallel call (batched ``value_and_grad``): each member's forward solve,
+    loss, cotangent and discrete-adjoint sweep, with its own step-size control."""
     ts = batch.common_ts
-    targets = batch.stacked_targets()
-    masks = batch.stacked_masks()
-    sol = model.solve(batch.y0s, theta, ts, **solver_kw)
-    d = np.asarray(sol.z) - targets
-    if d.shape != targets.shape:
-        raise TypeError(f"batched solve returned shape {d.shape}")
-    d[~masks] = 0.0
+    targets = np.where(batch.stacked_masks(), batch.stacked_targets(), np.nan)
+    g = model.value_and_grad(_builtin_loss(model, loss), batch.y0s, theta, ts, data=targets, adjoint="discrete",
+                             reduce=None if need_z0 else "sum", **solver_kw)
     s = batch.scale
-    if loss in ("mae", "sae"):
-        value = s * float(np.abs(d).sum())
-        cot = s * np.sign(d)
-    else:
-        value = s * float((d * d).sum())
-        cot = (2.0 * s) * d
-    g = model.vjp(batch.y0s, theta, ts, cot, adjoint="discrete", reduce=None if need_z0 else "sum", **solver_kw)
-    gth = np.asarray(g.theta, dtype=float)
+    value = s * float(np.sum(g.value))
+    gth = s * np.asarray(g.theta, dtype=float)
     if need_z0:
         gth = gth.sum(axis=0)
-        gz0 = np.asarray(g.z0, dtype=float)
+        gz0 = s * np.asarray(g.z0, dtype=float)
     else:
         gz0 = None
     if not (np.all(np.isfinite(gth)) and (gz0 is None or np.all(np.isfinite(gz0)))):

@@ -4,14 +4,48 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from numba import njit
 
 from ._errors import InputValidationError
 
 
+@njit(cache=True, nogil=True)
+def _finite_copy(x):
+    """A copy of the 1-D array x, or an empty array when an entry is not finite (fast path of the checks)."""
+    out = np.empty(x.size)
+    for i in range(x.size):
+        v = x[i]
+        if not np.isfinite(v):
+            return np.empty(0)
+        out[i] = v
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _monotonic_copy(x):
+    """A copy of x when it is finite and strictly monotonic with at least two entries, else an empty array."""
+    m = x.size
+    if m < 2:
+        return np.empty(0)
+    up = x[1] > x[0]
+    out = np.empty(m)
+    out[0] = x[0]
+    if not np.isfinite(x[0]):
+        return np.empty(0)
+    for i in range(1, m):
+        v = x[i]
+        if not np.isfinite(v) or (v > x[i - 1]) != up or v == x[i - 1]:
+            return np.empty(0)
+        out[i] = v
+    return out
+
+
 def vector(x, n, name, names=None):
     """Return `x` as a fresh C-contiguous float64 array of shape (n,), or raise naming the problem."""
-    if type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (n,) and np.isfinite(x).all():
-        return x.copy()  # fast path: already a finite float64 vector (copied: kernels get a private array)
+    if type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (n,):
+        out = _finite_copy(x)  # fast path: a finite float64 vector (copied: kernels get a private array)
+        if out.size == n:
+            return out
     if isinstance(x, (str, bytes)):
         raise InputValidationError(f"`{name}` must be numeric, got a string")
     try:
@@ -34,9 +68,9 @@ def vector(x, n, name, names=None):
 def times(ts):
     """Return `ts` as float64 (m,), finite and strictly monotonic (either direction)."""
     if type(ts) is np.ndarray and ts.dtype == np.float64 and ts.ndim == 1 and ts.size > 1:
-        d = ts[1:] - ts[:-1]
-        if np.isfinite(ts).all() and ((d > 0).all() or (d < 0).all()):
-            return ts.copy()
+        out = _monotonic_copy(ts)
+        if out.size == ts.size:
+            return out
     try:
         arr = np.array(ts, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as e:

@@ -7,7 +7,7 @@ import sympy as sp
 
 import symode
 from symode import nn
-from symode._train import FitResult, Trainer, TrainState, _looped, batch_value_and_grad, fit
+from symode._train import FitResult, Trainer, TrainState, _batched, _looped, batch_value_and_grad, fit
 from symode.optim import LBFGS, SGD, Adam, GradientFlow
 
 from .helpers import P1_THETA, P1_Z0, lotka_volterra
@@ -280,6 +280,8 @@ def test_batched_path_equals_the_per_window_loop(lv, lv_data):
     for loss in ("mse", "mae", "sse", "sae"):
         v1, g1, _ = batch_value_and_grad(lv, LV_THETA0, batch, loss, tr.solver_kw)
         v2, g2, _ = _looped(lv, LV_THETA0, batch, loss, tr.solver_kw, "discrete", False)
+        v3, g3, _ = _batched(lv, LV_THETA0, batch, loss, tr.solver_kw, False)   # no silent fallback
+        assert v1 == v3 and np.array_equal(g1, g3)
         assert v1 == pytest.approx(v2, rel=1e-12)
         assert np.allclose(g1, g2, rtol=1e-10, atol=1e-12)
 

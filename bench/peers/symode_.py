@@ -148,18 +148,29 @@ def sumsq_rows(ctx, make_model, z0, th, ts, tol, label):
         s = model.solve(z0, th, ts, **kw)
         return float(np.sum(s.z ** 2)), s
 
+    loss = symode.ObservationLoss(sum(v ** 2 for v in model.states), [])   # sum over the output times
+
     def grad(adj):
+        g = model.value_and_grad(loss, z0, th, ts, adjoint=adj, **kw)
+        return g.value, gvec(g)
+
+    def grad_vjp(adj):
         s = model.solve(z0, th, ts, **kw)
         g = model.vjp(z0, th, ts, 2.0 * s.z, adjoint=adj, **kw)
         return float(np.sum(s.z ** 2)), gvec(g)
     tf = ctx.time(fwd)
     L, s = tf["result"]
     rows = []
-    for adj in (["discrete", "checkpoint", "backsolve", "forward"] if ctx.all else ["discrete", "checkpoint"]):
-        row = {"variant": "dopri5, adjoint=%s" % adj, "solver": "dopri5", "grad_method": "vjp(adjoint=%r)" % adj,
-               **C.tentry("forward", tf), "loss": L, "stats": stats_of(s), **build}
+    variants = [("discrete", grad), ("checkpoint", grad)]
+    if ctx.all:
+        variants += [("backsolve", grad), ("forward", grad), ("discrete", grad_vjp)]
+    for adj, fn in variants:
+        how = ("value_and_grad(ObservationLoss, adjoint=%r)" % adj if fn is grad
+               else "solve + vjp(adjoint=%r)" % adj)
+        row = {"variant": "dopri5, adjoint=%s%s" % (adj, "" if fn is grad else ", solve+vjp"), "solver": "dopri5",
+               "grad_method": how, **C.tentry("forward", tf), "loss": L, "stats": stats_of(s), **build}
         try:
-            tg = ctx.time(lambda: grad(adj))
+            tg = ctx.time(lambda: fn(adj))
             row.update(C.tentry("grad", tg))
             row["grad"] = C.tolist(tg["result"][1])
             row["grad_loss"] = tg["result"][0]
@@ -263,22 +274,43 @@ def run_p2(ctx):
             L += np.sum(np.abs(d))
             g += np.ravel(model.vjp(y0s[b], th, tb, np.sign(d) / N, adjoint=adj, **kw).theta)
         return L / N, g
+
+    ys = list(model.states)
+    ds = sp.symbols("d0:%d" % len(ys))
+    loss = symode.ObservationLoss(sum(sp.Abs(v - dv) for v, dv in zip(ys, ds)) / N, list(ds))
+
+    def iteration_batched(adj):
+        g = model.value_and_grad(loss, y0s, th, tb, data=targets, adjoint=adj, reduce="sum", **kw)
+        return g.value, np.ravel(g.theta)
+
+    import numba
+    nmax = numba.config.NUMBA_NUM_THREADS
     tbf = ctx.time(batch_fwd)
     rows = []
-    for adj in (["discrete", "checkpoint", "backsolve"] if ctx.all else ["discrete"]):
-        row = {"variant": "dopri5, adjoint=%s" % adj, "solver": "dopri5", "grad_method": "vjp(adjoint=%r)" % adj,
-               "forward_what": "true dynamics over all 1000 points",
-               "grad_what": "one iteration: 20 x (solve + vjp), each batch member with its own step control; MLP "
-                            "built with SymPy directly (symode.nn not used)",
+    variants = [("discrete", iteration_batched, 1)]
+    if ctx.all:
+        variants += [("discrete", iteration_batched, nmax), ("discrete", iteration, 1),
+                     ("checkpoint", iteration, 1), ("backsolve", iteration, 1)]
+    for adj, fn, nth in variants:
+        batched = fn is iteration_batched
+        what = ("one iteration: one value_and_grad call over the batch of 20 windows (z0 (20, 2), data "
+                "(20, 10, 2), reduce='sum'), each member with its own step control, %d thread(s)" % nth if batched
+                else "one iteration: 20 x (solve + vjp), each with its own step control")
+        row = {"variant": "dopri5, adjoint=%s, %s, threads=%d" % (adj, "batched value_and_grad" if batched
+                                                                 else "20 x (solve + vjp)", nth),
+               "solver": "dopri5", "grad_method": "value_and_grad" if batched else "vjp(adjoint=%r)" % adj,
+               "threads": nth, "forward_what": "true dynamics over all 1000 points", "grad_what": what,
                **C.tentry("forward", tf), "batch_forward_s_min": tbf["min"], "batch_forward_s_median": tbf["median"],
                **build}
+        numba.set_num_threads(nth)
         try:
-            tg = ctx.time(lambda: iteration(adj))
+            tg = ctx.time(lambda: fn(adj))
             row.update(C.tentry("grad", tg))
             row["loss"], row["grad"] = tg["result"][0], C.tolist(tg["result"][1])
         except Exception as e:  # noqa: BLE001
             row.update(grad_s_min=None, grad=None, grad_error="%s: %s" % (type(e).__name__, str(e)[:300]))
         rows.append(row)
+    numba.set_num_threads(nmax)
     return rows
 
 

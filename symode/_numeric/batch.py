@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from .adjoint import discrete_sweep
+from .losses import eval_loss_rows
 from .rk import MODE_F, integrate, time_grad
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True, parallel=True)
@@ -22,12 +23,16 @@ def _placeholders(n, s):
 
 
 @njit(**_SERIAL)
-def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order,
-                     adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t,
-                     stats, fstats, clock_addr):
+def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b, rk_b_error,
+                     rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl,
+                     out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr):
     """Forward solve with recording, discrete-adjoint sweep and time gradients in one compiled call.
 
-    Returns the forward status (0 = success); on failure the gradients are NaN."""
+    With a compiled loss (``loss_addr`` = [loss, loss_grad] addresses, not empty) the loss is evaluated on the
+    solution's rows ``loss_rows`` (data rows ``loss_d``) first: ``cot`` (zeros on entry) receives dL/dz(ts[i])
+    and ``g_loss`` the loss's own dL/dtheta, which joins ``g_theta``.
+
+    Returns (status, number of recorded steps, loss value); on failure the gradients are NaN."""
     m = ts.size
     jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
     res = integrate(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
@@ -45,7 +50,10 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, rk_a, rk_b, rk_b_error, rk_
             g_theta[k] = np.nan
         for i in range(m):
             g_t[i] = np.nan
-        return res[0], res[3].size
+        return res[0], res[3].size, np.nan
+    value = 0.0
+    if loss_addr.size > 0:
+        value = eval_loss_rows(loss_addr, ts, out_y, theta, loss_d, loss_rows, cot, g_loss)
     ybar = np.empty(n)
     gth = np.empty(max(p, 1))
     discrete_sweep(kern, n, p, theta, res[3], res[4], res[5], res[6], rk_a, rk_b, rk_c, rk_dense,
@@ -54,8 +62,11 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, rk_a, rk_b, rk_b_error, rk_
         g_z0[q] = ybar[q] + cot[0, q]
     for k in range(p):
         g_theta[k] = gth[k]
+    if loss_addr.size > 0:
+        for k in range(p):
+            g_theta[k] += g_loss[k]
     time_grad(kern[0], ts, out_y, theta, cot, ybar, g_t)
-    return 0, res[3].size
+    return 0, res[3].size, value
 
 
 @njit(**_OPTS)
@@ -81,15 +92,20 @@ def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_de
 
 
 @njit(**_OPTS)
-def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order,
-                       adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t,
-                       status, stats):
+def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
+                       rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed,
+                       max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats):
     """Per-trajectory discrete-adjoint gradients: cots (B, m, n) -> g_z0 (B, n), g_theta (B, p), g_t (B, m).
+    With a compiled loss (``loss_addr`` not empty; data rows ``loss_d`` (B, m, w)) each member's loss value goes
+    to ``values[b]`` and its cotangent, computed from its own solution, to ``cots[b]`` (zeros on entry).
     Each trajectory runs exactly the single-trajectory kernel, so results equal solo calls bit for bit."""
     B = y0s.shape[0]
     for b in prange(B):
         fst = np.zeros(4)
-        res = vjp_discrete_one(kern, n, p, thetas[b], ts, y0s[b], cots[b], rk_a, rk_b, rk_b_error, rk_c, rk_dense,
-                               fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl,
-                               out_y[b], g_z0[b], g_theta[b], g_t[b], stats[b], fst, 0)
+        g_loss = np.zeros(max(p, 1))
+        res = vjp_discrete_one(kern, n, p, thetas[b], ts, y0s[b], cots[b], loss_addr, loss_d[b], loss_rows, g_loss,
+                               rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init,
+                               h_max, dt_fixed, max_steps, ctrl, out_y[b], g_z0[b], g_theta[b], g_t[b], stats[b], fst,
+                               0)
         status[b] = res[0]
+        values[b] = res[2]
