@@ -172,23 +172,24 @@ def sensitivities_stiff(model, z0, theta, ts, opts, throw):
 
 
 def vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, checkpoints):
-    """Gradients with a Rosenbrock method. Implemented: ``adjoint="forward"`` (forward sensitivities of the
-    augmented system, solved with the exact Jacobian). The discrete adjoint of a Rosenbrock step needs
-    second derivatives of f inside the step, and the checkpoint adjoint needs an implicit backward solve of
-    the adjoint system: both are not available yet and raise; ``"backsolve"`` is refused on stiff methods
-    because re-integrating a stiff z backward is unstable."""
+    """Gradients with a Rosenbrock method: ``adjoint="discrete"`` (the exact reverse-mode derivative of the
+    Rosenbrock map along the accepted steps, :func:`_discrete_stiff`), ``"checkpoint"`` (the continuous adjoint
+    integrated backward with the same Rosenbrock method, :func:`_checkpoint_stiff`) and ``"forward"`` (forward
+    sensitivities of the augmented system, solved with its exact Jacobian). ``"backsolve"`` is refused on stiff
+    methods because re-integrating a stiff z backward is unstable."""
     from ._gradients import _failed, _finish
 
     name = opts[0].name
+    if adjoint == "discrete":
+        return _discrete_stiff(model, z0, theta, ts, get_cot, opts, throw)
     if adjoint == "checkpoint":
         return _checkpoint_stiff(model, z0, theta, ts, get_cot, opts, throw)
     if adjoint == "backsolve":
         raise InputValidationError(f"adjoint='backsolve' is refused with {name!r}: integrating a stiff z(t) backward "
                                    "in time is unstable (errors grow like exp(|lambda| T)). Use adjoint='forward'.")
     if adjoint != "forward":
-        raise InputValidationError(f"adjoint={adjoint!r} through {name!r} is not available yet (the discrete "
-                                   "adjoint of a Rosenbrock step needs second derivatives of f); use "
-                                   "adjoint='checkpoint' or 'forward'")
+        raise InputValidationError(f"adjoint={adjoint!r} is not available with {name!r}; use 'discrete', "
+                                   "'checkpoint' or 'forward'")
     n, p, m = model.n_states, model.n_params, ts.size
     S = sensitivities_stiff(model, z0, theta, ts, opts, throw)
     if not S.solution.success:
@@ -256,3 +257,91 @@ def _checkpoint_stiff(model, z0, theta, ts, get_cot, opts, throw):
     stats = dict(forward=sol.stats, backward=dict(nfev=int(bst[0]), nsteps=int(bst[1]), njev=int(bst[4]),
                                                   nlu=int(bst[5])))
     return _finish(model, sol, theta, ts, cot, y[:n].copy(), y[n:].copy(), stats)
+
+
+def _second_order_model(model):
+    """The auxiliary model behind the discrete adjoint of Rosenbrock steps, with its index arrays.
+
+    W = I/(h gamma) - J(t0, y0) and the stages' h d_i df/dt(t0, y0) make a Rosenbrock step depend on y0 and
+    theta through J and df/dt, so its reverse mode needs the gradients with respect to z and theta of
+
+        S(z, theta) = sum_(i,j) M_ij df_i/dz_j (t, z, theta) + sum_i u_i df_i/dt (t, z, theta)
+
+    for given M (the adjoint of J) and u (of df/dt). S is the first right-hand side of a symode model of its own
+    (states z, parameters theta + the M_ij + the u_i, the other right-hand sides zero), so its generated VJP
+    kernel with cotangent e_0 yields exactly those gradients (second derivatives of f, generated, compiled and
+    cached on disk like any model's). Only the entries of J and df/dt that depend on (t, z, theta) appear.
+
+    Returns (aux, hm_i, hm_j, ft_rows); aux is None when S vanishes identically (J and df/dt constant).
+    """
+    cached = model.__dict__.get("_so_model")
+    if cached is not None:
+        return cached
+    sym = model._sym
+    if getattr(sym, "networks", None) is not None:
+        raise InputValidationError(
+            "adjoint='discrete' through Rosenbrock steps needs second derivatives of f, which are generated only "
+            "for models without network blocks (symode.nn); use adjoint='checkpoint' (the continuous adjoint, "
+            "integrated backward with the same Rosenbrock method) or adjoint='forward'")
+    import sympy as sp
+
+    from ._ode import ODE
+
+    derivs = model._derivatives()
+    live = set(sym.z_c) | set(sym.theta_c) | {sym.t_c}
+    jz = [(ij, e) for ij, e in derivs.jac_z.items() if e.free_symbols & live]
+    jt = [(i, e) for i, e in sorted(derivs.jac_t.items()) if e.free_symbols & live]
+    hm_i = np.array([i for (i, _j), _e in jz], dtype=np.int64)
+    hm_j = np.array([j for (_i, j), _e in jz], dtype=np.int64)
+    ft_rows = np.array([i for i, _e in jt], dtype=np.int64)
+    aux = None
+    if jz or jt:
+        M = [sp.Symbol(f"_symode_hm_{i}_{j}", real=True) for (i, j), _e in jz]
+        u = [sp.Symbol(f"_symode_hu_{i}", real=True) for i, _e in jt]
+        S = sum((mij * e for mij, (_ij, e) in zip(M, jz)), sp.S.Zero)
+        S = S + sum((ui * e for ui, (_i, e) in zip(u, jt)), sp.S.Zero)
+        S = sym.to_user(S)
+        n = model.n_states
+        aux = ODE([S] + [sp.S.Zero] * (n - 1), states=list(model.states), params=list(model.params) + M + u,
+                  t=model.t)
+    out = (aux, hm_i, hm_j, ft_rows)
+    model.__dict__["_so_model"] = out
+    return out
+
+
+def _discrete_stiff(model, z0, theta, ts, get_cot, opts, throw):
+    """Discrete adjoint through Rosenbrock steps: the forward pass records its accepted steps (``record=2``),
+    then ``rosenbrock_adjoint.discrete_sweep`` runs the reverse mode of the W-form step map (step sizes fixed,
+    dense output included) with the model's VJP kernel at the stages and the auxiliary second-order kernel of
+    :func:`_second_order_model` for J and df/dt. dL/dts from a(ts[0]+) as every variant (``_finish``)."""
+    from ._gradients import _failed, _finish
+    from ._numeric import rosenbrock_adjoint as ra
+
+    meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
+    if meth.kind == "auto":
+        raise InputValidationError("gradients with method='auto' are not available; use 'rodas5'")
+    aux, hm_i, hm_j, ft_rows = _second_order_model(model)
+    hvjp = int(aux.compiled.kern[4]) if aux is not None else 0
+    n, p, m = model.n_states, model.n_params, ts.size
+    fwd = integrate_stiff(model, z0, theta, ts, opts, record=2)
+    sol = model._make_solution(ts, fwd, meth, max_steps, False)
+    if throw and not sol.success:
+        raise IntegrationError(f"{_status.NAMES[sol.status]}: {sol.message}", status=sol.status, t=sol.t_reached,
+                               solution=sol)
+    if not sol.success:
+        return _failed(n, p, m, sol)
+    cot = get_cot(sol)
+    tab = meth.tableau
+    a_, C, c, d, mw, me, dense, gamma = tab.packed()
+    kl, ku, band, pat_i, pat_j, nonauto = linalg_plan(model)
+    htheta = np.zeros(p + hm_i.size + ft_rows.size)
+    ybar = np.empty(n)
+    gth = np.empty(max(p, 1))
+    ok = ra.discrete_sweep(model.compiled.kern, hvjp, n, p, theta, htheta, hm_i, hm_j, ft_rows, fwd["rec_t"],
+                           fwd["rec_h"], fwd["rec_y"], fwd["rec_k"], a_, C, c, d, mw, dense, gamma, nonauto, kl,
+                           ku, band, pat_i, pat_j, fwd["out_step"], fwd["out_frac"], cot, ybar, gth)
+    if not ok:  # pragma: no cover - the forward pass factorised the same matrices
+        raise IntegrationError("the discrete adjoint could not factorise W = I/(h gamma) - J of a recorded step",
+                               status=_status.SINGULAR_MATRIX)
+    stats = dict(forward=sol.stats, steps_recorded=int(fwd["rec_t"].size))
+    return _finish(model, sol, theta, ts, cot, ybar, gth[:p].copy(), stats)
