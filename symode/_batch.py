@@ -117,7 +117,8 @@ def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=No
     status = np.zeros(B, dtype=np.int64)
     stats = np.zeros((B, 8), dtype=np.int64)
     nb_batch.batch_vjp_discrete(model.compiled.kern, n, p, T, ts, Z, C, laddr, LD, lrows, values,
-                                *_common(model, opts), out, gz, gp, gt, status, stats)
+                                *_common(model, opts), out, gz, gp, gt, status, stats, model._rec_cap)
+    model._note_steps(int(stats[:, 2].max()) if B else 0)
     failed = np.flatnonzero(status != _status.SUCCESS)
     if failed.size and throw:
         raise IntegrationError(f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()})",

@@ -218,7 +218,7 @@ def _checkpointed(model, z0, theta, ts, get_cot, opts, throw, seminorm, rtol_b, 
     ctrl = np.concatenate([ctrl, np.zeros(max(0, 6 - ctrl.size))])
     ctrl[5] = stride
     opts2 = opts[:6] + (ctrl,)
-    fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts2, record=1)
+    fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts2, record=1, rec_cap=N + 1)   # N steps, known
     rec_t, rec_h, rec_y = fwd["rec_t"], fwd["rec_h"], fwd["rec_y"]
     a_, b_, be_, c_, dense, fsal, eo = meth.packed()
     s_ = b_.size
@@ -301,7 +301,8 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
                                            a, b, be, c, dense, fsal, eo,
                                     not meth.fixed, rtol_a, atol_a, 0.0 if (dt is None or meth.fixed) else dt,
                                     0.0 if dt_max is None else dt_max, 1.0 if dt is None else dt, max_steps, ctrl,
-                                    out_y, gz, gp, gt, stats, fstats, _clock())
+                                    out_y, gz, gp, gt, stats, fstats, _clock(), model._rec_cap)
+    model._note_steps(int(nrec))
     st = dict(nfev=int(stats[0]), nsteps=int(stats[1]), naccepted=int(stats[2]), nrejected=int(stats[3]),
               njev=0, nlu=0, method=meth.name)
     msg = _status.message(int(status), float(fstats[0]), max_steps)

@@ -328,8 +328,15 @@ class ODE:
         res = self._integrate(rk.MODE_F, z0, theta, ts, opts)
         return self._make_solution(ts, res, meth, opts[4], throw)
 
+    _rec_cap = 0  # capacity hint for the per-step records of gradient solves (0: the library default)
+
+    def _note_steps(self, n_rec):
+        """Remember how many steps a recorded solve took, so that the next one allocates enough at once."""
+        if n_rec > rk.REC_CAP0 and n_rec > 0.8 * self._rec_cap:
+            self._rec_cap = int(1.25 * n_rec) + 1
+
     def _integrate(self, mode, y0, theta, ts, opts, nerr=None, record=0, stop_at_ts=False, jumps=None,
-                   seg=None, rtol=None, atol=None):
+                   seg=None, rtol=None, atol=None, rec_cap=None):
         meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
         ny = y0.size
         if rtol is None:
@@ -365,8 +372,11 @@ class ODE:
                            0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
                            1.0 if dt is None else dt, max_steps, ctrl,
                            stop_at_ts, use_jumps, jadd, jset, mask,
-                           seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats, _CLOCK)
+                           seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats, _CLOCK,
+                           self._rec_cap if rec_cap is None else rec_cap)
         status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec = res
+        if record and mode == rk.MODE_F:
+            self._note_steps(int(n_rec))
         return dict(status=int(status), t_stiff=float(fstats[1]), out_y=out_y, out_step=out_step, out_frac=out_frac, rec_t=rec_t,
                     rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, stats=stats, t_reached=float(fstats[0]), method=meth)
 

@@ -274,3 +274,27 @@ def test_fused_value_and_grad_equals_solve_plus_vjp():
     g3 = lv.value_and_grad(symode.ObservationLoss(xs ** 2 + a ** 2, []), P1_Z0, P1_THETA, ts, **kw)
     g4 = lv.vjp(P1_Z0, P1_THETA, ts, np.column_stack([2 * s.z[:, 0], 0 * s.z[:, 1]]), **kw)
     assert np.allclose(g3.theta, g4.theta + np.array([2 * P1_THETA[0] * ts.size, 0, 0, 0]), rtol=1e-13, atol=0)
+
+
+def test_recorded_solves_beyond_the_first_record_capacity():
+    """Per-step records have a fixed capacity (rk.REC_CAP0 steps at first): a longer solve is redone with a larger
+    one, and the model remembers the size. Same arithmetic every time: the gradients are bitwise equal."""
+    from symode._numeric import rk
+
+    lv = lotka_volterra()
+    ts = np.linspace(0, 60, 31)
+    kw = dict(rtol=1e-10, atol=1e-10)
+    s = lv.solve(P1_Z0, P1_THETA, ts, **kw)
+    cot = 2 * s.z
+    g1 = lv.vjp(P1_Z0, P1_THETA, ts, cot, **kw)              # first capacity too small: redone
+    assert g1.stats["steps_recorded"] > 4 * rk.REC_CAP0
+    assert lv._rec_cap >= g1.stats["steps_recorded"]
+    g2 = lv.vjp(P1_Z0, P1_THETA, ts, cot, **kw)              # sized from the hint
+    assert np.array_equal(g1.theta, g2.theta) and np.array_equal(g1.z0, g2.z0) and np.array_equal(g1.t, g2.t)
+    assert g1.stats["forward"]["nfev"] == s.stats["nfev"]     # counts of the final pass only
+    gc = lv.vjp(P1_Z0, P1_THETA, ts, cot, adjoint="checkpoint", **kw)
+    assert np.allclose(g1.theta, gc.theta, rtol=1e-6)
+    # the checkpointed variant sizes its records from the step count of its first pass; its backward pass stops
+    # at the segment ends, so it agrees with the one-segment run to the adjoint's tolerance (1e-10), not bitwise
+    gk = lv.vjp(P1_Z0, P1_THETA, ts, cot, adjoint="checkpoint", checkpoints=8, **kw)
+    assert np.allclose(gk.theta, gc.theta, rtol=1e-8)

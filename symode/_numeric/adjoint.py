@@ -41,8 +41,6 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
     for k in range(nsteps - 1, -1, -1):
         h = rec_h[k]
         t0 = rec_t[k]
-        y0 = rec_y[k]
-        K = rec_k[k]
         for j in range(s):
             active[j] = False
             for q in range(n):
@@ -85,8 +83,8 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
             for q in range(n):
                 acc = 0.0
                 for l in range(j):
-                    acc += rk_a[j, l] * K[l, q]
-                Y[q] = y0[q] + h * acc
+                    acc += rk_a[j, l] * rec_k[k, l, q]
+                Y[q] = rec_y[k, q] + h * acc
             call_v(va, t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, wp)
             for kk in range(p):
                 gtheta[kk] += wp[kk]

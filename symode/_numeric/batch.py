@@ -25,7 +25,7 @@ def _placeholders(n, s):
 @njit(**_SERIAL)
 def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b, rk_b_error,
                      rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl,
-                     out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr):
+                     out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap):
     """Forward solve with recording, discrete-adjoint sweep and time gradients in one compiled call.
 
     With a compiled loss (``loss_addr`` = [loss, loss_grad] addresses, not empty) the loss is evaluated on the
@@ -37,7 +37,8 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
     jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
     res = integrate(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
                     error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
-                    False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 2, out_y, stats, fstats, clock_addr)
+                    False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 2, out_y, stats, fstats, clock_addr,
+                    rec_cap)
     if res[0] != 0:
         out_step = res[1]
         for i in range(1, m):
@@ -94,7 +95,7 @@ def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_de
 @njit(**_OPTS)
 def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
                        rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed,
-                       max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats):
+                       max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats, rec_cap):
     """Per-trajectory discrete-adjoint gradients: cots (B, m, n) -> g_z0 (B, n), g_theta (B, p), g_t (B, m).
     With a compiled loss (``loss_addr`` not empty; data rows ``loss_d`` (B, m, w)) each member's loss value goes
     to ``values[b]`` and its cotangent, computed from its own solution, to ``cots[b]`` (zeros on entry).
@@ -106,6 +107,6 @@ def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, los
         res = vjp_discrete_one(kern, n, p, thetas[b], ts, y0s[b], cots[b], loss_addr, loss_d[b], loss_rows, g_loss,
                                rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init,
                                h_max, dt_fixed, max_steps, ctrl, out_y[b], g_z0[b], g_theta[b], g_t[b], stats[b], fst,
-                               0)
+                               0, rec_cap)
         status[b] = res[0]
         values[b] = res[2]
