@@ -11,7 +11,9 @@ from ._solution import Gradient, Solution
 
 
 def is_batch(z0, theta):
-    return np.ndim(z0) == 2 or np.ndim(theta) == 2
+    nz = z0.ndim if type(z0) is np.ndarray else np.ndim(z0)
+    nt = theta.ndim if type(theta) is np.ndarray else np.ndim(theta)
+    return nz == 2 or nt == 2
 
 
 def _broadcast(model, z0, theta):

@@ -25,9 +25,13 @@ import numpy as np
 from . import _status
 from . import _validate as V
 from ._errors import InputValidationError, IntegrationError
+from ._batch import is_batch, vjp_batch
 from ._numeric import adjoint as adj
 from ._numeric import rk
+from ._numeric.batch import vjp_discrete_one
 from ._solution import Gradient, Solution
+
+_SUCCESS_MESSAGE = _status.message(_status.SUCCESS)
 
 ADJOINTS = ("discrete", "checkpoint", "backsolve", "forward")
 DEFAULT_ADJOINT = "discrete"
@@ -71,9 +75,7 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kwargs))}")
     if adjoint not in ADJOINTS:
         raise InputValidationError(f"Unknown adjoint {adjoint!r}; valid: {', '.join(map(repr, ADJOINTS))}.")
-    from ._batch import is_batch, vjp_batch
-
-    if is_batch(z0, theta):
+    if not checked and is_batch(z0, theta):
         if adjoint != "discrete":
             raise InputValidationError("batched gradients use adjoint='discrete' (the others run per trajectory)")
         opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller)
@@ -280,7 +282,6 @@ _NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros((1, 1)), np.zeros(0, dtype=np.
 def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
     """The default path: forward solve, discrete-adjoint sweep and dL/dts in one compiled call (with ``loss``,
     a FusedLoss, the loss and its cotangent too: ``cot`` is then computed, and the Gradient gets ``value``)."""
-    from ._numeric.batch import vjp_discrete_one
     from ._ode import _clock
 
     meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
@@ -297,7 +298,8 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
         laddr, lD, lrows = loss.addr, loss.D, loss.rows
         cot = np.zeros((m, n))
         g_loss = np.zeros(max(p, 1))
-    status, nrec, value = vjp_discrete_one(model.compiled.kern, n, p, theta, ts, z0, cot, laddr, lD, lrows, g_loss,
+    status, nrec, value, finite = vjp_discrete_one(model.compiled.kern, n, p, theta, ts, z0, cot, laddr, lD, lrows,
+                                                   g_loss,
                                            a, b, be, c, dense, fsal, eo,
                                     not meth.fixed, rtol_a, atol_a, 0.0 if (dt is None or meth.fixed) else dt,
                                     0.0 if dt_max is None else dt_max, 1.0 if dt is None else dt, max_steps, ctrl,
@@ -305,7 +307,7 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
     model._note_steps(int(nrec))
     st = dict(nfev=int(stats[0]), nsteps=int(stats[1]), naccepted=int(stats[2]), nrejected=int(stats[3]),
               njev=0, nlu=0, method=meth.name)
-    msg = _status.message(int(status), float(fstats[0]), max_steps)
+    msg = _SUCCESS_MESSAGE if status == 0 else _status.message(int(status), float(fstats[0]), max_steps)
     sol = Solution(t=ts, z=out_y, stats=st, status=int(status), message=msg, t_reached=float(fstats[0]))
     if status != _status.SUCCESS:
         if throw:
@@ -314,7 +316,7 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
         g = Gradient(z0=gz, theta=gp, t=gt, solution=sol)
         g.stats = dict(status=int(status), message=msg)
         return g
-    if not (np.isfinite(gz).all() and np.isfinite(gp).all() and np.isfinite(gt).all()):
+    if not finite:
         raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
     g = Gradient(z0=gz, theta=gp, t=gt, stats=dict(forward=st, steps_recorded=int(nrec)), solution=sol)
     if loss is not None:

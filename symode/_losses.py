@@ -21,6 +21,9 @@ from ._codegen import loader
 from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel
 from ._compiled import _END, versions_tag
 from ._errors import InputValidationError, ModelError
+from . import _validate as V
+from ._batch import is_batch
+from ._gradients import FusedLoss, vjp
 from ._numeric.losses import eval_loss_rows
 from ._version import __version__
 
@@ -129,26 +132,21 @@ class CompiledLoss:
 
 def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **solver_kwargs):
     """Value and gradients (z0, theta, ts) of a loss of the solution; see the module docstring."""
-    from ._gradients import FusedLoss, vjp
-
+    kind = type(loss)
     if isinstance(loss, RunningCost):
         return _running_cost(model, loss, z0, theta, ts, adjoint, solver_kwargs)
-    from ._batch import is_batch
-
     if is_batch(z0, theta):
         return _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, solver_kwargs)
     z0v, thv = model._zt(z0, theta)
-    from . import _validate as V
-
     tsv = V.times(ts)
     m, n, p = tsv.size, model.n_states, model.n_params
-    if callable(loss) and not isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)):
+    if kind is not ObservationLoss and callable(loss) and not isinstance(loss, (sp.Basic, FinalLoss)):
         def user_cot(sol):
             value, cot = loss(sol.t, sol.z)
             return value, cot, None
 
         return vjp(model, z0v, thv, tsv, user_cot, adjoint=adjoint, _checked=True, **solver_kwargs)
-    if isinstance(loss, (sp.Basic, FinalLoss)):
+    if kind is not ObservationLoss and isinstance(loss, (sp.Basic, FinalLoss)):
         expr = loss.expr if isinstance(loss, FinalLoss) else loss
         cl = _compiled_loss(model, expr, ())
         rows = np.array([m - 1], dtype=np.int64)
@@ -175,7 +173,6 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
 def _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, kw):
     """Batched value_and_grad: z0 (B, n) and/or theta (B, p); ``data`` (m, w) shared or (B, m, w) per member.
     One compiled parallel call: each member's forward solve, loss, cotangent and discrete-adjoint sweep."""
-    from . import _validate as V
     from ._batch import _broadcast, vjp_batch
 
     if adjoint != "discrete":

@@ -4,6 +4,8 @@ Each trajectory runs the same compiled loop as a single solve, on its own work a
 bitwise identical to solo runs and independent of the number of threads (Numba's ``prange``; the thread
 count follows ``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``).
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -32,7 +34,7 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
     solution's rows ``loss_rows`` (data rows ``loss_d``) first: ``cot`` (zeros on entry) receives dL/dz(ts[i])
     and ``g_loss`` the loss's own dL/dtheta, which joins ``g_theta``.
 
-    Returns (status, number of recorded steps, loss value); on failure the gradients are NaN."""
+    Returns (status, number of recorded steps, loss value, all gradients finite); on failure they are NaN."""
     m = ts.size
     jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
     res = integrate(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
@@ -51,7 +53,7 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
             g_theta[k] = np.nan
         for i in range(m):
             g_t[i] = np.nan
-        return res[0], res[3].size, np.nan
+        return res[0], res[3].size, np.nan, False
     value = 0.0
     if loss_addr.size > 0:
         value = eval_loss_rows(loss_addr, ts, out_y, theta, loss_d, loss_rows, cot, g_loss)
@@ -67,7 +69,14 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
         for k in range(p):
             g_theta[k] += g_loss[k]
     time_grad(kern[0], ts, out_y, theta, cot, ybar, g_t)
-    return 0, res[3].size, value
+    finite = math.isfinite(value)
+    for q in range(n):
+        finite = finite and math.isfinite(g_z0[q])
+    for k in range(p):
+        finite = finite and math.isfinite(g_theta[k])
+    for i in range(m):
+        finite = finite and math.isfinite(g_t[i])
+    return 0, res[3].size, value, finite
 
 
 @njit(**_OPTS)
