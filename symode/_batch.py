@@ -89,7 +89,7 @@ def batch_solution(ts, out, status, t_reached, stats, opts, throw):
 _NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=None):
+def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=None, grad_t=True):
     """Batched discrete-adjoint gradients. ``loss`` = (kernel addresses, data rows (B, m, w), summed rows):
     a compiled loss evaluated on each member's own solution (``cotangent`` is then ignored) and the Gradient
     gets ``value`` (per member, or summed with ``reduce="sum"``)."""
@@ -119,7 +119,7 @@ def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=No
     status = np.zeros(B, dtype=np.int64)
     stats = np.zeros((B, 8), dtype=np.int64)
     nb_batch.batch_vjp_discrete(model.compiled.kern, n, p, T, ts, Z, C, laddr, LD, lrows, values,
-                                *_common(model, opts), out, gz, gp, gt, status, stats, model._rec_cap)
+                                *_common(model, opts), out, gz, gp, gt, status, stats, model._rec_cap, grad_t)
     model._note_steps(int(stats[:, 2].max()) if B else 0)
     failed = np.flatnonzero(status != _status.SUCCESS)
     if failed.size and throw:
@@ -128,11 +128,11 @@ def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=No
     sol = Solution(t=ts, z=out, stats=dict(nfev=stats[:, 0].copy(), failed=failed), status=int(status.max()))
     sol.statuses = status
     if reduce == "sum":
-        g = Gradient(z0=gz.sum(0), theta=gp.sum(0), t=gt.sum(0), solution=sol)
+        g = Gradient(z0=gz.sum(0), theta=gp.sum(0), t=gt.sum(0) if grad_t else None, solution=sol)
         if loss is not None:
             g.value = float(values.sum())
     elif reduce is None:
-        g = Gradient(z0=gz, theta=gp, t=gt, solution=sol)
+        g = Gradient(z0=gz, theta=gp, t=gt if grad_t else None, solution=sol)
         if loss is not None:
             g.value = values
     else:

@@ -70,6 +70,7 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         dt=None, max_steps=100_000, throw=True, dt_max=None, controller=None, seminorm=True,
         adjoint_rtol=None, adjoint_atol=None, checkpoints=None, time_limit=None, **kwargs):
     reduce = kwargs.pop("reduce", None)
+    grad_t = kwargs.pop("grad_t", True)  # False: skip dL/dts (m evaluations of f) where that saves work
     checked = kwargs.pop("_checked", False)  # z0, theta, ts already validated by the caller (value_and_grad)
     if kwargs:
         raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kwargs))}")
@@ -79,7 +80,7 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         if adjoint != "discrete":
             raise InputValidationError("batched gradients use adjoint='discrete' (the others run per trajectory)")
         opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller)
-        return vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=reduce)
+        return vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=reduce, grad_t=grad_t)
     if not checked:
         z0, theta = model._zt(z0, theta)
         ts = V.times(ts)
@@ -109,9 +110,9 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
 
         return _extra(vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, checkpoints), extra)
     if adjoint == "discrete" and cot_fn is None:
-        return _discrete_fused(model, z0, theta, ts, cot, opts, throw)
+        return _discrete_fused(model, z0, theta, ts, cot, opts, throw, grad_t=grad_t)
     if adjoint == "discrete" and fused is not None:
-        return _discrete_fused(model, z0, theta, ts, None, opts, throw, loss=fused)
+        return _discrete_fused(model, z0, theta, ts, None, opts, throw, loss=fused, grad_t=grad_t)
     if adjoint == "discrete":
         fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
         sol = model._make_solution(ts, fwd, meth, opts[4], throw)
@@ -279,7 +280,7 @@ class FusedLoss:
 _NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros((1, 1)), np.zeros(0, dtype=np.int64))
 
 
-def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
+def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None, grad_t=True):
     """The default path: forward solve, discrete-adjoint sweep and dL/dts in one compiled call (with ``loss``,
     a FusedLoss, the loss and its cotangent too: ``cot`` is then computed, and the Gradient gets ``value``)."""
     from ._ode import _clock
@@ -303,7 +304,7 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
                                            a, b, be, c, dense, fsal, eo,
                                     not meth.fixed, rtol_a, atol_a, 0.0 if (dt is None or meth.fixed) else dt,
                                     0.0 if dt_max is None else dt_max, 1.0 if dt is None else dt, max_steps, ctrl,
-                                    out_y, gz, gp, gt, stats, fstats, _clock(), model._rec_cap)
+                                    out_y, gz, gp, gt, stats, fstats, _clock(), model._rec_cap, grad_t)
     model._note_steps(int(nrec))
     st = dict(nfev=int(stats[0]), nsteps=int(stats[1]), naccepted=int(stats[2]), nrejected=int(stats[3]),
               njev=0, nlu=0, method=meth.name)
@@ -318,7 +319,8 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None):
         return g
     if not finite:
         raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
-    g = Gradient(z0=gz, theta=gp, t=gt, stats=dict(forward=st, steps_recorded=int(nrec)), solution=sol)
+    g = Gradient(z0=gz, theta=gp, t=gt if grad_t else None, stats=dict(forward=st, steps_recorded=int(nrec)),
+                 solution=sol)
     if loss is not None:
         g.value = float(value)
     return g

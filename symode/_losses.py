@@ -112,22 +112,27 @@ class CompiledLoss:
         mod = loader.import_module(key, path)
         self.addr = np.array([mod.loss.address, mod.loss_grad.address], dtype=np.int64)
 
-    def data_rows(self, data, m):
-        """Return the (m, n_data + n_terms) array passed as ``d``: data with NaN -> 0 and term weights."""
+    def data_rows(self, data, m, batch=None):
+        """Return the (m, n_data + n_terms) array passed as ``d``: data with NaN -> 0 and term weights (1, or 0
+        where a term uses a NaN entry). With ``batch=B``, ``data`` is (B, m, n_data) and the result (B, m, ...)."""
+        lead = () if batch is None else (batch,)
         if self.n_data == 0:
-            return np.zeros((m, 1))
+            return np.zeros(lead + (m, 1))
         D = np.array(data, dtype=np.float64)
-        if D.ndim == 1 and self.n_data == 1:
+        if batch is None and D.ndim == 1 and self.n_data == 1:
             D = D.reshape(-1, 1)
-        if D.shape != (m, self.n_data):
-            raise InputValidationError(f"`data` has shape {D.shape}; expected (len(ts), number of data symbols) = "
-                                       f"({m}, {self.n_data})")
+        if D.shape != lead + (m, self.n_data):
+            want = ", ".join(map(str, lead + (m, self.n_data)))
+            raise InputValidationError(f"`data` has shape {D.shape}; expected ({want}): "
+                                       + ("(batch, " if lead else "(") + "len(ts), number of data symbols)")
         finite = np.isfinite(D)
-        W = np.ones((m, self.n_terms))
-        for k, uses in enumerate(self.term_uses):
-            if uses:
-                W[:, k] = np.all(finite[:, uses], axis=1)
-        return np.ascontiguousarray(np.concatenate([np.where(finite, D, 0.0), W], axis=1))
+        W = np.ones(lead + (m, self.n_terms))
+        if not finite.all():
+            for k, uses in enumerate(self.term_uses):
+                if uses:
+                    W[..., k] = np.all(finite[..., uses], axis=-1)
+            D = np.where(finite, D, 0.0)
+        return np.ascontiguousarray(np.concatenate([D, W], axis=-1))
 
 
 def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **solver_kwargs):
@@ -198,18 +203,20 @@ def _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, kw):
         if arr.ndim == 3:
             if arr.shape[0] != B:
                 raise InputValidationError(f"`data` has {arr.shape[0]} members; the batch has {B}")
-            D = np.stack([cl.data_rows(arr[b], m) for b in range(B)])
+            D = cl.data_rows(arr, m, batch=B)
         else:
-            D = np.broadcast_to(cl.data_rows(arr, m), (B,) + cl.data_rows(arr, m).shape)
+            D1 = cl.data_rows(arr, m)
+            D = np.broadcast_to(D1, (B,) + D1.shape)
     D = np.ascontiguousarray(D)
     rows = np.array([m - 1], dtype=np.int64) if summed == "final" else np.arange(m, dtype=np.int64)
     reduce = kw.pop("reduce", None)
+    grad_t = kw.pop("grad_t", True)
     throw = kw.pop("throw", True)
     opts = model._options(kw.pop("method", "dopri5"), kw.pop("rtol", 1e-6), kw.pop("atol", 1e-9), kw.pop("dt", None),
                           kw.pop("max_steps", 100_000), kw.pop("dt_max", None), kw.pop("controller", None))
     if kw:
         raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kw))}")
-    return vjp_batch(model, Z, T, tsv, None, opts, throw, reduce=reduce, loss=(cl.addr, D, rows))
+    return vjp_batch(model, Z, T, tsv, None, opts, throw, reduce=reduce, loss=(cl.addr, D, rows), grad_t=grad_t)
 
 
 def _solve_kwargs(kw):

@@ -447,11 +447,22 @@ class ODE:
             A SymPy expression of the final state (and parameters); ``ObservationLoss(expr, data_symbols)``
             summed over the output times against ``data`` (NaN entries skipped); ``RunningCost(r)`` for
             the integral of r(z, theta, t); or ``callable(t, z) -> (value, dL/dz (m, n))``.
-        data : array_like (m, number of data symbols), for ObservationLoss
+        data : array_like (m, number of data symbols), for ObservationLoss; (B, m, ...) per batch member
+        z0, theta : as for :meth:`solve`; either may carry a leading batch dimension (B, n) / (B, p): then
+            the whole batch runs in one compiled parallel call (discrete adjoint, explicit methods) and
+            ``reduce="sum"`` sums values and gradients over the members (default: per member).
+        grad_t : bool
+            False skips dL/dts (it costs one evaluation of f per output time with the discrete adjoint);
+            ``Gradient.t`` is then None.
+        **kwargs : solver settings as for :meth:`vjp`
 
         Returns
         -------
         Gradient with ``value``, ``z0``, ``theta``, ``t``.
+
+        With a SymPy expression, FinalLoss or ObservationLoss and the discrete adjoint of an explicit method,
+        the forward solve, the loss, its cotangent, the reverse sweep and dL/dts run in one compiled call (no
+        second forward pass, no Python between them).
         """
         from ._losses import value_and_grad
 

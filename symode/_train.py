@@ -261,7 +261,7 @@ def _batched(model, theta, batch, loss, solver_kw, need_z0):
     ts = batch.common_ts
     targets = np.where(batch.stacked_masks(), batch.stacked_targets(), np.nan)
     g = model.value_and_grad(_builtin_loss(model, loss), batch.y0s, theta, ts, data=targets, adjoint="discrete",
-                             reduce=None if need_z0 else "sum", **solver_kw)
+                             reduce=None if need_z0 else "sum", grad_t=False, **solver_kw)
     s = batch.scale
     value = s * float(np.sum(g.value))
     gth = s * np.asarray(g.theta, dtype=float)

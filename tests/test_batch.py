@@ -114,3 +114,16 @@ def test_batched_value_and_grad_equals_solo_bitwise(lv):
         lv.value_and_grad(loss, Z, TH, ts, data=data, adjoint="checkpoint", **kw)
     with pytest.raises(symode.InputValidationError, match="members"):
         lv.value_and_grad(loss, Z, TH, ts, data=data[:3], **kw)
+
+
+def test_grad_t_false_skips_only_the_time_gradient(lv):
+    x, y = lv.states
+    ts = np.linspace(0, 2, 11)
+    loss = symode.ObservationLoss(x ** 2 + y, [])
+    full = lv.value_and_grad(loss, P1_Z0, P1_THETA, ts)
+    lean = lv.value_and_grad(loss, P1_Z0, P1_THETA, ts, grad_t=False)
+    assert lean.t is None and lean.value == full.value
+    assert np.array_equal(lean.theta, full.theta) and np.array_equal(lean.z0, full.z0)
+    Z = np.tile(P1_Z0, (3, 1))
+    bl = lv.value_and_grad(loss, Z, P1_THETA, ts, grad_t=False, reduce="sum")
+    assert bl.t is None and np.allclose(bl.theta, 3 * full.theta, rtol=1e-14)

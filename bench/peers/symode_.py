@@ -280,7 +280,7 @@ def run_p2(ctx):
     loss = symode.ObservationLoss(sum(sp.Abs(v - dv) for v, dv in zip(ys, ds)) / N, list(ds))
 
     def iteration_batched(adj):
-        g = model.value_and_grad(loss, y0s, th, tb, data=targets, adjoint=adj, reduce="sum", **kw)
+        g = model.value_and_grad(loss, y0s, th, tb, data=targets, adjoint=adj, reduce="sum", grad_t=False, **kw)
         return g.value, np.ravel(g.theta)
 
     import numba

@@ -27,8 +27,10 @@ def _placeholders(n, s):
 @njit(**_SERIAL)
 def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b, rk_b_error,
                      rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl,
-                     out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap):
+                     out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap, want_t):
     """Forward solve with recording, discrete-adjoint sweep and time gradients in one compiled call.
+
+    ``want_t`` False skips dL/dts (m evaluations of f) and leaves ``g_t`` NaN.
 
     With a compiled loss (``loss_addr`` = [loss, loss_grad] addresses, not empty) the loss is evaluated on the
     solution's rows ``loss_rows`` (data rows ``loss_d``) first: ``cot`` (zeros on entry) receives dL/dz(ts[i])
@@ -68,7 +70,11 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
     if loss_addr.size > 0:
         for k in range(p):
             g_theta[k] += g_loss[k]
-    time_grad(kern[0], ts, out_y, theta, cot, ybar, g_t)
+    if want_t:
+        time_grad(kern[0], ts, out_y, theta, cot, ybar, g_t)
+    else:
+        for i in range(m):
+            g_t[i] = 0.0
     finite = math.isfinite(value)
     for q in range(n):
         finite = finite and math.isfinite(g_z0[q])
@@ -104,7 +110,7 @@ def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_de
 @njit(**_OPTS)
 def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
                        rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed,
-                       max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats, rec_cap):
+                       max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats, rec_cap, want_t):
     """Per-trajectory discrete-adjoint gradients: cots (B, m, n) -> g_z0 (B, n), g_theta (B, p), g_t (B, m).
     With a compiled loss (``loss_addr`` not empty; data rows ``loss_d`` (B, m, w)) each member's loss value goes
     to ``values[b]`` and its cotangent, computed from its own solution, to ``cots[b]`` (zeros on entry).
@@ -116,6 +122,6 @@ def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, los
         res = vjp_discrete_one(kern, n, p, thetas[b], ts, y0s[b], cots[b], loss_addr, loss_d[b], loss_rows, g_loss,
                                rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init,
                                h_max, dt_fixed, max_steps, ctrl, out_y[b], g_z0[b], g_theta[b], g_t[b], stats[b], fst,
-                               0, rec_cap)
+                               0, rec_cap, want_t)
         status[b] = res[0]
         values[b] = res[2]

@@ -277,11 +277,13 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     ytmp = np.empty(ny)
     ynew = np.empty(ny)
     err = np.empty(ny)
-    wz = np.empty(n)
-    wa = np.empty(n)
-    wp = np.empty(max(p, 1))
-    J = np.zeros((n, n))
-    Jp = np.zeros((n, max(p, 1)))
+    # work arrays of the augmented right-hand sides (eval_rhs); a plain solve needs none of them
+    aug = mode != MODE_F
+    wz = np.empty(n if aug else 1)
+    wa = np.empty(n if aug else 1)
+    wp = np.empty(max(p, 1) if aug else 1)
+    J = np.zeros((n, n) if mode == MODE_SENS else (1, 1))
+    Jp = np.zeros((n, max(p, 1)) if mode == MODE_SENS else (1, 1))
     safety, fac_min, fac_max, beta = ctrl[0], ctrl[1], ctrl[2], ctrl[3]
     time_limit = ctrl[4] if ctrl.size > 4 else 0.0
     t_start_clock = monotonic(clock_addr) if time_limit > 0.0 else 0.0
