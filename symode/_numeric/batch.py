@@ -91,8 +91,8 @@ def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_de
     """Solve B trajectories: y0s (B, n), thetas (B, p) -> out_y (B, m, n), status (B,), stats (B, 8)."""
     B = y0s.shape[0]
     m = ts.size
+    jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)  # read-only: shared
     for b in prange(B):
-        jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
         fst = np.zeros(4)
         res = integrate(MODE_F, kern, n, p, thetas[b], ts, y0s[b], rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
                         error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,

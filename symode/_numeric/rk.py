@@ -272,11 +272,16 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     s = rk_b.size
     m = ts.size
     faddr = kern[K_F]
-    K = np.zeros((s, ny))
-    y = y0.copy()
-    ytmp = np.empty(ny)
-    ynew = np.empty(ny)
-    err = np.empty(ny)
+    # the small work vectors share one allocation (allocations are a measurable part of short solves)
+    work = np.zeros((s + 5) * ny)
+    K = work[:s * ny].reshape((s, ny))
+    y = work[s * ny:(s + 1) * ny]
+    ytmp = work[(s + 1) * ny:(s + 2) * ny]
+    ynew = work[(s + 2) * ny:(s + 3) * ny]
+    err = work[(s + 3) * ny:(s + 4) * ny]
+    ystage = work[(s + 4) * ny:(s + 5) * ny]
+    for q in range(ny):
+        y[q] = y0[q]
     # work arrays of the augmented right-hand sides (eval_rhs); a plain solve needs none of them
     aug = mode != MODE_F
     wz = np.empty(n if aug else 1)
@@ -290,7 +295,6 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     # Hairer's stiffness test for FSAL methods whose last two stages sit at c = 1 (dopri5, tsit5):
     # h*|lambda| ~ h * ||K_s - K_{s-1}|| / ||Y_s - Y_{s-1}|| above 3.25 on 15 accepted steps.
     stiff_test = fsal and s >= 3 and rk_c[s - 2] == 1.0 and mode == MODE_F
-    ystage = np.empty(ny)
     n_stiff = 0
     n_nonstiff = 0
     store_k = record >= 2
