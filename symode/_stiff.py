@@ -95,8 +95,10 @@ def integrate_stiff(model, y0, theta, ts, opts, record=0, linalg=None):
                         tab.error_order, ea, ebe, ec, edense, meth.kind == "auto", nonauto, kl, ku, band,
                         pat_i, pat_j, rtol_a, atol_a, 0.0 if dt is None else dt,
                         0.0 if dt_max is None else dt_max, max_steps, ctrl, record, out_y, stats, fstats,
-                        _clock() if ctrl.size > 4 and ctrl[4] > 0 else 0)
+                        _clock() if ctrl.size > 4 and ctrl[4] > 0 else 0, model._rec_cap)
     status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec = res
+    if record:
+        model._note_steps(int(n_rec))
     return dict(status=int(status), out_y=out_y, out_step=out_step, out_frac=out_frac, rec_t=rec_t, rec_h=rec_h,
                 rec_y=rec_y, rec_k=rec_k, stats=stats, fstats=fstats, t_reached=float(fstats[0]), method=meth,
                 tableau=tab)

@@ -270,3 +270,23 @@ def test_refused_for_network_models_and_auto():
     rob = robertson_model()
     with pytest.raises(symode.InputValidationError, match="method='auto'"):
         rob.vjp(ROB_Z0, ROB_K, [0.0, 1.0], np.ones((2, 3)), adjoint="discrete", method="auto")
+
+
+def test_recorded_rosenbrock_solve_beyond_the_first_record_capacity():
+    """Van der Pol (mu = 1000) takes ~600 rodas5 steps: more than the first record capacity, so the recorded
+    forward pass is redone with a larger one (same arithmetic: the same gradient), and the model keeps the size."""
+    from symode._numeric import rk
+
+    x, y, mu = sp.symbols("x y mu")
+    m = symode.ODE(rhs=[y, mu * (1 - x ** 2) * y - x], states=[x, y], params=[mu])
+    ts = np.linspace(0, 3000, 7)
+    cot = np.zeros((7, 2))
+    cot[-1, 0] = 1.0
+    kw = dict(method="rodas5", rtol=1e-6, atol=1e-8)
+    s = m.solve([2.0, 0.0], [1000.0], ts, **kw)
+    g1 = m.vjp([2.0, 0.0], [1000.0], ts, cot, **kw)
+    assert g1.stats["steps_recorded"] == s.stats["naccepted"] > rk.REC_CAP0
+    assert m._rec_cap >= g1.stats["steps_recorded"]
+    g2 = m.vjp([2.0, 0.0], [1000.0], ts, cot, **kw)
+    assert np.array_equal(g1.theta, g2.theta) and np.array_equal(g1.z0, g2.z0)
+    assert g1.stats["forward"]["nfev"] == s.stats["nfev"]

@@ -29,7 +29,7 @@ from numba import njit
 from .. import _status as st
 from .clock import monotonic
 from .fnptr import call_f, call_j
-from .rk import _grow2, _grow_records, dense_eval, initial_step_first, initial_step_second
+from .rk import REC_CAP0, REC_GROW, dense_eval, initial_step_first, initial_step_second
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -420,7 +420,29 @@ rosenbrock_dense_eval = dense_eval
 def integrate(kern, n, theta, ts, y0,
               ros_a, ros_C, ros_c, ros_d, ros_m, ros_e, ros_dense, gamma, error_order,
               rk_a, rk_b_error, rk_c, rk_dense, auto, nonauto, kl, ku, band, pat_i, pat_j,
-              rtol, atol, h_init, h_max, max_steps, ctrl, record, out_y, stats, fstats, clock_addr=0):
+              rtol, atol, h_init, h_max, max_steps, ctrl, record, out_y, stats, fstats, clock_addr=0, rec_cap=0):
+    """``_integrate_core`` with fixed-capacity step records, redone with ``REC_GROW`` times the capacity when
+    they fill (as ``rk.integrate``: no array variable changes inside the step loop; same arithmetic each time)."""
+    cap = rec_cap if rec_cap > 0 else REC_CAP0
+    while True:
+        res = _integrate_core(kern, n, theta, ts, y0, ros_a, ros_C, ros_c, ros_d, ros_m, ros_e, ros_dense, gamma,
+                              error_order, rk_a, rk_b_error, rk_c, rk_dense, auto, nonauto, kl, ku, band, pat_i,
+                              pat_j, rtol, atol, h_init, h_max, max_steps, ctrl, record, cap, out_y, stats, fstats,
+                              clock_addr)
+        if res[0] != st.CAPACITY or record == 0:
+            return res
+        cap *= REC_GROW
+        for k in range(stats.size):
+            stats[k] = 0
+        for k in range(fstats.size):
+            fstats[k] = 0.0
+
+
+@njit(**_OPTS)
+def _integrate_core(kern, n, theta, ts, y0,
+                    ros_a, ros_C, ros_c, ros_d, ros_m, ros_e, ros_dense, gamma, error_order,
+                    rk_a, rk_b_error, rk_c, rk_dense, auto, nonauto, kl, ku, band, pat_i, pat_j,
+                    rtol, atol, h_init, h_max, max_steps, ctrl, record, rec_cap, out_y, stats, fstats, clock_addr):
     """Integrate z' = f(t, z) from ts[0] through every ts[i] with a Rosenbrock method (``auto=False``), or
     switching between an explicit FSAL Runge-Kutta method and the Rosenbrock method (``auto=True``).
 
@@ -476,7 +498,7 @@ def integrate(kern, n, theta, ts, y0,
     time_limit = ctrl[4] if ctrl.size > 4 else 0.0
     t_start_clock = monotonic(clock_addr) if time_limit > 0.0 else 0.0
     store_k = record >= 2
-    cap = 16
+    cap = rec_cap if record > 0 else 1
     rec_t = np.empty(cap)
     rec_h = np.empty(cap)
     rec_y = np.empty((cap, ny))
@@ -719,9 +741,9 @@ def integrate(kern, n, theta, ts, y0,
         step_rejected = False
         err_prev = max(errn, 1e-4)
         if record > 0:
-            if n_rec == rec_t.size:
-                rec_t, rec_h, rec_k = _grow_records(rec_t, rec_h, rec_k, store_k)
-                rec_y = _grow2(rec_y)
+            if n_rec == cap:
+                status = st.CAPACITY
+                break
             rec_t[n_rec] = t
             rec_h[n_rec] = h
             for q in range(ny):
