@@ -9,6 +9,8 @@ from . import _validate as V
 from ._batch import is_batch, solve_batch
 from ._compiled import CompiledModel
 from ._errors import InputValidationError, IntegrationError
+from ._gradients import vjp as _vjp
+from ._losses import value_and_grad as _value_and_grad
 from ._numeric import methods as M
 from ._numeric import rk
 from ._solution import Solution
@@ -428,9 +430,7 @@ class ODE:
         Gradient
             ``z0`` (n,) = dL/dz0, ``theta`` (p,) = dL/dtheta, ``t`` (m,) = dL/dts, ``solution``.
         """
-        from ._gradients import vjp
-
-        return vjp(self, z0, theta, ts, cotangent, adjoint=adjoint, **kwargs)
+        return _vjp(self, z0, theta, ts, cotangent, adjoint=adjoint, **kwargs)
 
     def sensitivities(self, z0, theta, ts, **kwargs):
         """Forward sensitivities: ``t``, ``z``, ``dz_dz0`` (m, n, n) and ``dz_dtheta`` (m, n, p)."""
@@ -464,9 +464,7 @@ class ODE:
         the forward solve, the loss, its cotangent, the reverse sweep and dL/dts run in one compiled call (no
         second forward pass, no Python between them).
         """
-        from ._losses import value_and_grad
-
-        return value_and_grad(self, loss, z0, theta, ts, data=data, adjoint=adjoint, **kwargs)
+        return _value_and_grad(self, loss, z0, theta, ts, data=data, adjoint=adjoint, **kwargs)
 
 
 def _rebuild_ode(cls, rhs, states, params, t, blocks=None):

@@ -202,6 +202,17 @@ def vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, che
     return _finish(model, S.solution, theta, ts, cot, a0plus, gth, dict(forward=S.solution.stats))
 
 
+def _recorded_forward(model, z0, theta, ts, opts, throw, get_cot):
+    """The recording Rosenbrock pass of the adjoints: (fwd, solution, cotangent); cotangent None on a failure
+    (raised instead with ``throw``)."""
+    fwd = integrate_stiff(model, z0, theta, ts, opts, record=2)
+    sol = model._make_solution(ts, fwd, opts[0], opts[4], False)
+    if throw and not sol.success:
+        raise IntegrationError(f"{_status.NAMES[sol.status]}: {sol.message}", status=sol.status, t=sol.t_reached,
+                               solution=sol)
+    return fwd, sol, (get_cot(sol) if sol.success else None)
+
+
 def _checkpoint_stiff(model, z0, theta, ts, get_cot, opts, throw):
     """Continuous adjoint for stiff problems: the forward Rosenbrock pass records its steps (dense output), then
     a' = -J^T a, g' = -Jp^T a is integrated backward between output times with the same Rosenbrock method on
@@ -214,14 +225,9 @@ def _checkpoint_stiff(model, z0, theta, ts, get_cot, opts, throw):
     if meth.kind == "auto":
         raise InputValidationError("gradients with method='auto' are not available; use 'rodas5'")
     n, p, m = model.n_states, model.n_params, ts.size
-    fwd = integrate_stiff(model, z0, theta, ts, opts, record=2)
-    sol = model._make_solution(ts, fwd, meth, max_steps, False)
-    if throw and not sol.success:
-        raise IntegrationError(f"{_status.NAMES[sol.status]}: {sol.message}", status=sol.status, t=sol.t_reached,
-                               solution=sol)
-    if not sol.success:
+    fwd, sol, cot = _recorded_forward(model, z0, theta, ts, opts, throw, get_cot)
+    if cot is None:
         return _failed(n, p, m, sol)
-    cot = get_cot(sol)
     tab = meth.tableau
     a_, C, c, d, mw, me, dense, gamma = tab.packed()
     if fwd["rec_t"].size == 0:
@@ -325,14 +331,9 @@ def _discrete_stiff(model, z0, theta, ts, get_cot, opts, throw):
     aux, hm_i, hm_j, ft_rows = _second_order_model(model)
     hvjp = int(aux.compiled.kern[4]) if aux is not None else 0
     n, p, m = model.n_states, model.n_params, ts.size
-    fwd = integrate_stiff(model, z0, theta, ts, opts, record=2)
-    sol = model._make_solution(ts, fwd, meth, max_steps, False)
-    if throw and not sol.success:
-        raise IntegrationError(f"{_status.NAMES[sol.status]}: {sol.message}", status=sol.status, t=sol.t_reached,
-                               solution=sol)
-    if not sol.success:
+    fwd, sol, cot = _recorded_forward(model, z0, theta, ts, opts, throw, get_cot)
+    if cot is None:
         return _failed(n, p, m, sol)
-    cot = get_cot(sol)
     tab = meth.tableau
     a_, C, c, d, mw, me, dense, gamma = tab.packed()
     kl, ku, band, pat_i, pat_j, nonauto = linalg_plan(model)

@@ -201,7 +201,7 @@ def run_p3(ctx):
     model = robertson_model()
     kw = dict(method="rodas5", **C.P3_TOL)
     try:
-        sol = model.solve(C.P3_Z0, C.P3_K, C.P3_TS, **kw)
+        model.solve(C.P3_Z0, C.P3_K, C.P3_TS, **kw)
     except Exception as e:  # noqa: BLE001
         return [{"variant": "rodas5", "skipped": "rodas5 not available yet (%s: %s)" % (type(e).__name__,
                                                                                       str(e)[:200])}]
@@ -407,7 +407,7 @@ def cold_p5(n=64):
         model = tanhnet_model(n)
         s = model.solve(z0, W.ravel(), C.P5_TS, **kw)
         t1 = time.perf_counter()
-        g = model.vjp(z0, W.ravel(), C.P5_TS, 2.0 * s.z, adjoint="discrete", **kw)
+        model.vjp(z0, W.ravel(), C.P5_TS, 2.0 * s.z, adjoint="discrete", **kw)
         t2 = time.perf_counter()
         return {"loss": float(np.sum(s.z ** 2)), "build_first_solve_s": t1 - t0, "first_grad_s": t2 - t1}
     return cold

@@ -144,7 +144,6 @@ def emit_kernel(spec, base_map, use_cse=True):
             lines.append((f"{tgt} = {piece}" if k == 0 else f"{tgt} += {piece}", None))
     for tgt in spec.zero_fill:
         lines.append((f"{tgt} = 0.0", None))
-    args = ", ".join(spec.args)
     chunks = [lines[k:k + CHUNK] for k in range(0, len(lines), CHUNK)] if chunked else [lines]
     used = [set(_LOCAL.findall(" ".join(t.split("=", 1)[1] if d else t for t, d in ch))) for ch in chunks]
     defined_in = {}
