@@ -4,13 +4,17 @@
     sol = model.solve(z0, theta, ts, method="dopri5", rtol=..., atol=...)          # sol.z (m, n), sol.stats
     g = model.vjp(z0, theta, ts, cotangent, adjoint=..., method=..., rtol=..., atol=...)   # g.z0, g.theta
 
-Forward time = one solve + the loss.  Gradient time = solve (for the loss and its cotangent) + vjp, i.e. value and
-gradient, like every peer's value_and_grad.  Rows:
-  P1, P4, P5: dopri5 with adjoint="discrete" (main row) and "checkpoint"; --variants all adds "backsolve", "forward".
-  P3: method="rodas5", loss y3(1e5), gradient w.r.t. k (skipped with a message while rodas5 does not exist).
-  P2: the MLP written symbolically with SymPy (252 parameter symbols; symode.nn does not exist yet), one training
-      iteration = 20 solves + 20 vjps; forward = the true dynamics over 1000 points.
-  P6: batched solve model.solve(z0, thetas (B, p), ts) if supported, else a Python loop (the row says which).
+Forward time = one solve + the loss.  Gradient time = value and gradient (dL/dz0, dL/dtheta), like every peer's
+value_and_grad: P1, P4, P5 through ``model.value_and_grad(ObservationLoss(sum z_i^2), ..., grad_t=False)`` (one
+compiled call: forward, loss, cotangent, reverse sweep; dL/dts, which no peer computes, skipped).  Rows:
+  P1, P4, P5: dopri5 with adjoint="discrete" (main row) and "checkpoint"; --variants all adds "backsolve",
+      "forward" and the two-call form solve + vjp.
+  P3: method="rodas5", loss y3(1e5), gradient w.r.t. k: value_and_grad(y3) with adjoint "discrete", "checkpoint"
+      (--variants all: "forward").
+  P2: the MLP as symode.nn blocks; one training iteration = one batched value_and_grad over the 20 windows
+      (z0 (20, 2), data (20, 10, 2), reduce="sum", grad_t=False) on one thread; --variants all adds all threads
+      and the loop of 20 x (solve + vjp); forward = the true dynamics over 1000 points.
+  P6: batched solve model.solve(z0, thetas (B, p), ts).
 Each row records build_s (ODE() + first solve, i.e. code generation and Numba compilation with the cache that the
 process uses) and the first-call times.  bench/run.py runs this module in-process; it also runs as a script like
 every peer adapter (python bench/peers/symode_.py --problems P1).
@@ -150,8 +154,8 @@ def sumsq_rows(ctx, make_model, z0, th, ts, tol, label):
 
     loss = symode.ObservationLoss(sum(v ** 2 for v in model.states), [])   # sum over the output times
 
-    def grad(adj):
-        g = model.value_and_grad(loss, z0, th, ts, adjoint=adj, **kw)
+    def grad(adj):   # what the peers compute: the value, dL/dz0 and dL/dtheta (dL/dts skipped: grad_t=False)
+        g = model.value_and_grad(loss, z0, th, ts, adjoint=adj, grad_t=False, **kw)
         return g.value, gvec(g)
 
     def grad_vjp(adj):
@@ -165,7 +169,7 @@ def sumsq_rows(ctx, make_model, z0, th, ts, tol, label):
     if ctx.all:
         variants += [("backsolve", grad), ("forward", grad), ("discrete", grad_vjp)]
     for adj, fn in variants:
-        how = ("value_and_grad(ObservationLoss, adjoint=%r)" % adj if fn is grad
+        how = ("value_and_grad(ObservationLoss, adjoint=%r, grad_t=False)" % adj if fn is grad
                else "solve + vjp(adjoint=%r)" % adj)
         row = {"variant": "dopri5, adjoint=%s%s" % (adj, "" if fn is grad else ", solve+vjp"), "solver": "dopri5",
                "grad_method": how, **C.tentry("forward", tf), "loss": L, "stats": stats_of(s), **build}
@@ -206,9 +210,6 @@ def run_p3(ctx):
         return [{"variant": "rodas5", "skipped": "rodas5 not available yet (%s: %s)" % (type(e).__name__,
                                                                                       str(e)[:200])}]
     build_s = time.perf_counter() - t0
-    m = len(C.P3_TS)
-    cot = np.zeros((m, 3))
-    cot[-1, 2] = 1.0
 
     def fwd():
         s = model.solve(C.P3_Z0, C.P3_K, C.P3_TS, **kw)
@@ -220,10 +221,9 @@ def run_p3(ctx):
         row = {"variant": "rodas5, adjoint=%s" % adj, "solver": "rodas5", "grad_method": "vjp(adjoint=%r)" % adj,
                **C.tentry("forward", tf), "loss": L, "stats": stats_of(s), "build_s": build_s}
 
-        def grad():
-            s_ = model.solve(C.P3_Z0, C.P3_K, C.P3_TS, **kw)
-            g = model.vjp(C.P3_Z0, C.P3_K, C.P3_TS, cot, adjoint=adj, **kw)
-            return float(s_.z[-1, 2]), np.ravel(g.theta)
+        def grad():      # y3 at the final time: one recorded forward pass, then the adjoint
+            g = model.value_and_grad(model.states[2], C.P3_Z0, C.P3_K, C.P3_TS, adjoint=adj, grad_t=False, **kw)
+            return g.value, np.ravel(g.theta)
         try:
             tg = ctx.time(grad)
             row.update(C.tentry("grad", tg))
