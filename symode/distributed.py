@@ -270,48 +270,37 @@ def _grad_chunk(spec, start, Z, T, ts, cot, loss, data, kw, reduce, skip_failed,
 
 
 def _loss_grad_chunk(model, Z, T, ts, loss, data, kw):
-    """Per-sample value and gradients of a loss: batched forward, loss and dL/dz per member, batched vjp."""
-    from ._losses import FinalLoss, ObservationLoss, _compiled_loss, eval_loss_rows
+    """Per-sample value and gradients of a loss. A compiled loss (SymPy expression, FinalLoss, ObservationLoss)
+    goes through the batched ``value_and_grad``: one compiled call per chunk (forward, loss, cotangent and sweep
+    per member); a callable loss through a batched solve, the callable per member, and a batched vjp."""
+    from ._losses import FinalLoss, ObservationLoss
 
     c, m, n, p = Z.shape[0], ts.size, model.n_states, model.n_params
+    if isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)):
+        g = model.value_and_grad(loss, Z, T, ts, data=data if isinstance(loss, ObservationLoss) else None,
+                                 reduce=None, throw=False, **kw)
+        status = g.statuses.copy()
+        bad = status != _status.SUCCESS
+        values = np.where(bad, np.nan, g.value)
+        return values, g.z0, g.theta, g.t, g.solution.z, status, g.solution.stats["nfev"].copy()
+    from ._gradients import _check_cotangent
+
     sol = model.solve(Z, T, ts, throw=False, **kw)
     status = sol.statuses.copy()
     values = np.full(c, np.nan)
     C = np.zeros((c, m, n))
-    gth_extra = np.zeros((c, max(p, 1)))
-    if isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)):
-        if isinstance(loss, ObservationLoss):
-            cl = _compiled_loss(model, loss.expr, loss.data_symbols)
-            rows = np.arange(m, dtype=np.int64)
-            shared = None if data.ndim == 3 else cl.data_rows(data, m)
-        else:
-            cl = _compiled_loss(model, loss.expr if isinstance(loss, FinalLoss) else loss, ())
-            rows = np.array([m - 1], dtype=np.int64)
-            shared = np.zeros((m, 1))
-        for b in range(c):
-            if status[b] != _status.SUCCESS:
-                continue
-            D = shared if shared is not None else cl.data_rows(data[b], m)
-            values[b] = eval_loss_rows(cl.addr, ts, np.ascontiguousarray(sol.z[b]), T[b], D, rows, C[b],
-                                       gth_extra[b])
-        has_extra = True
-    else:  # a callable(t, z) -> (value, dL/dz (m, n))
-        from ._gradients import _check_cotangent
-
-        for b in range(c):
-            if status[b] != _status.SUCCESS:
-                continue
-            value, cb = loss(sol.t, sol.z[b])
-            C[b] = _check_cotangent(cb, m, n)
-            values[b] = float(value)
-        has_extra = False
+    for b in range(c):          # a callable(t, z) -> (value, dL/dz (m, n))
+        if status[b] != _status.SUCCESS:
+            continue
+        value, cb = loss(sol.t, sol.z[b])
+        C[b] = _check_cotangent(cb, m, n)
+        values[b] = float(value)
     ok = np.flatnonzero(status == _status.SUCCESS)
     gz, gp, gt = np.full((c, n), np.nan), np.full((c, p), np.nan), np.full((c, m), np.nan)
     nfev = sol.stats["nfev"].copy()
     if ok.size:
         g = model.vjp(Z[ok], T[ok], ts, C[ok], throw=False, reduce=None, **kw)
-        gz[ok], gt[ok] = g.z0, g.t
-        gp[ok] = g.theta + gth_extra[ok, :p] if (has_extra and p) else g.theta
+        gz[ok], gp[ok], gt[ok] = g.z0, g.theta, g.t
         status[ok] = g.statuses
         nfev[ok] += g.solution.stats["nfev"]
     return values, gz, gp, gt, sol.z, status, nfev
