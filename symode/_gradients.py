@@ -113,8 +113,8 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         return _discrete_fused(model, z0, theta, ts, cot, opts, throw, grad_t=grad_t)
     if adjoint == "discrete" and fused is not None:
         return _discrete_fused(model, z0, theta, ts, None, opts, throw, loss=fused, grad_t=grad_t)
-    if adjoint == "discrete":
-        fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=2)
+    if adjoint == "discrete":   # record=3: dense-output-only stages only where an output is inside a step
+        fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=3)
         sol = model._make_solution(ts, fwd, meth, opts[4], throw)
         if not sol.success:
             return _failed(n, p, m, sol)

@@ -277,7 +277,8 @@ class ODE:
         ts : array_like, shape (m,)
             Output times, strictly increasing or strictly decreasing (backward in time); ts[0] is the start.
         method : str
-            "euler", "midpoint", "rk4" (fixed steps of at most `dt`), "bosh3", "dopri5", "tsit5" (adaptive).
+            "euler", "midpoint", "rk4" (fixed steps of at most `dt`), "bosh3", "dopri5", "tsit5", "dop853"
+            (adaptive explicit), "rodas5", "rodas4" (stiff), "auto" (switching).
         rtol, atol : float or array_like (n,)
             Relative and absolute tolerances of the adaptive methods.
         dt : float, optional
@@ -292,7 +293,7 @@ class ODE:
             Largest step allowed.
         controller : dict, optional
             Step-size controller settings: ``safety`` (0.9), ``fac_min`` (0.2), ``fac_max`` (10), ``beta``
-            (the PI coefficient; 0.04 for dopri5/tsit5, 0 for bosh3).
+            (the PI coefficient; 0.04 for dopri5/tsit5, 0 for bosh3 and dop853).
         time_limit : float, optional
             Wall-clock limit in seconds; the integration stops with status TIME_LIMIT when it is exceeded.
         client : distributed.Client, optional

@@ -8,6 +8,13 @@ step sizes held fixed:
 
 and outputs inside a step through the continuous extension y(t_k + x h) = y_k + h sum_j b_j(x) K_j.
 Each stage costs one call of the generated VJP kernel (a^T df/dz, a^T df/dtheta at (t, Y_j)).
+
+The sweep runs over all s stages of the tableau, each only when it is ``active`` (a nonzero weight reaches it:
+b_j from y_{k+1}, b_j(x) from an interior output, a_jl from a later active stage). Dense-output-only stages
+(DOP853's stages 13-15: zero b, so active only in steps with an interior output, the steps where the forward
+solve computed them) are handled like any other: their cotangents flow back through their own rows of ``a``
+into the earlier stages, the FSAL stage K_12 = f(t_k + h, Y_12) included (Y_12 = y_k + h sum_l b_l K_l,
+i.e. y_{k+1}; its cotangent goes back through a_12l = b_l).
 """
 import numpy as np
 from numba import njit

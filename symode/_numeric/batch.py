@@ -32,6 +32,9 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
 
     ``want_t`` False skips dL/dts (m evaluations of f) and leaves ``g_t`` NaN.
 
+    The forward solve records with ``record=3``: a method's dense-output-only stages (DOP853's three extra ones)
+    are computed only in steps with an output strictly inside them, the only ones where the sweep reads them.
+
     With a compiled loss (``loss_addr`` = [loss, loss_grad] addresses, not empty) the loss is evaluated on the
     solution's rows ``loss_rows`` (data rows ``loss_d``) first: ``cot`` (zeros on entry) receives dL/dz(ts[i])
     and ``g_loss`` the loss's own dL/dtheta, which joins ``g_theta``.
@@ -41,7 +44,7 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
     jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
     res = integrate(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
                     error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
-                    False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 2, out_y, stats, fstats, clock_addr,
+                    False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 3, out_y, stats, fstats, clock_addr,
                     rec_cap)
     if res[0] != 0:
         out_step = res[1]

@@ -24,11 +24,16 @@ class Method:
     beta: float = 0.0  # PI-controller coefficient (0: the classical I-controller)
 
     def packed(self):
+        """(a, b, b_error, c, dense, fsal, error_order) as the compiled loops take them (cached per method)."""
         cached = _PACKED.get(self.name)
         if cached is not None:
             return cached
         T = self.tableau
         be = T.b_error if T.b_error is not None else np.zeros_like(T.b)
+        if getattr(T, "b_error_low", None) is not None:
+            # Two estimates (DOP853): rk_b_error = [b_error, b_error_low], of length 2 s; the compiled loop takes
+            # that length as the flag for Hairer's combined error norm (see rk._integrate_core).
+            be = np.concatenate([be, T.b_error_low])
         out = (np.ascontiguousarray(T.a), np.ascontiguousarray(T.b), np.ascontiguousarray(be),
                 np.ascontiguousarray(T.c), np.ascontiguousarray(T.dense), T.fsal, T.error_order)
         _PACKED[self.name] = out
@@ -42,6 +47,8 @@ METHODS = {
     "bosh3": Method("bosh3", "explicit", tb.BOSH3, False, 3, beta=0.0),
     "dopri5": Method("dopri5", "explicit", tb.DOPRI5, False, 5, beta=0.04),
     "tsit5": Method("tsit5", "explicit", tb.TSIT5, False, 5, beta=0.04),
+    # I-controller with the exponent 1/8 (error order 7), as Hairer's dop853.f and SciPy's DOP853
+    "dop853": Method("dop853", "explicit", tb.DOP853, False, 8, beta=0.0),
     # Stiff methods (kind != "explicit"; solved by symode._stiff). "auto" starts with dopri5 and switches to
     # rodas5 (and back) on a stiffness test; its tableau is the Rosenbrock one.
     "rodas5": Method("rodas5", "rosenbrock", ros.RODAS5, False, 5, beta=0.04),

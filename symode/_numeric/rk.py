@@ -4,6 +4,10 @@ One adaptive/fixed-step loop serves every use: a plain solve (``MODE_F``), forwa
 (``MODE_SENS``), the backsolve adjoint (``MODE_BACKSOLVE``) and the interpolating adjoint used by the
 checkpoint variant (``MODE_ADJ``). The mode only changes the right-hand side that ``eval_rhs`` evaluates;
 methods are tableaus passed as arrays (``rk_a``, ``rk_b``, ``rk_b_error``, ``rk_c``, ``rk_dense``).
+With an FSAL method, stages after the FSAL stage (see ``step_stages``) serve only the continuous extension
+(DOP853's three extra stages): a step computes them only when an output falls strictly inside it or when the
+stages are recorded for dense output (``record=2``). ``rk_b_error`` of length 2 s holds two error estimates
+(DOP853's 5th- and 3rd-order ones), combined by ``error_norm_dual``.
 Model kernels arrive as addresses in ``kern`` = [f, jac_z, jac_theta, jac_t, vjp].
 """
 import math
@@ -137,6 +141,44 @@ def error_norm(err, y, ynew, rtol, atol, nerr):
 
 
 @njit(**_INLINE)
+def error_norm_dual(K, rk_b_error, s, s_step, h, y, ynew, rtol, atol, nerr):
+    """Hairer's DOP853 error norm (dop853.f; SciPy's DOP853._estimate_error_norm): with sc = atol + rtol *
+    max(|y|, |ynew|), e5 = sum_q (E5.K_q / sc_q)^2 and e3 = sum_q (E3.K_q / sc_q)^2 over the first `nerr`
+    components, |h| e5 / sqrt(nerr (e5 + 0.01 e3)); E5 = rk_b_error[:s], E3 = rk_b_error[s:]."""
+    e5 = 0.0
+    e3 = 0.0
+    for q in range(nerr):
+        a5 = 0.0
+        a3 = 0.0
+        for j in range(s_step):
+            kq = K[j, q]
+            a5 += rk_b_error[j] * kq
+            a3 += rk_b_error[s + j] * kq
+        sc = atol[q] + rtol[q] * max(abs(y[q]), abs(ynew[q]))
+        a5 /= sc
+        a3 /= sc
+        e5 += a5 * a5
+        e3 += a3 * a3
+    if e5 == 0.0 and e3 == 0.0:
+        return 0.0
+    return abs(h) * e5 / math.sqrt((e5 + 0.01 * e3) * max(nerr, 1))
+
+
+@njit(**_INLINE)
+def step_stages(rk_b, fsal):
+    """Number of stages a step computes. With an FSAL method the FSAL stage follows the last stage of nonzero
+    weight b (the tableau checks this: ``ButcherTableau.n_step_stages``); stages after it are dense-output
+    stages. Without FSAL, all of them."""
+    s = rk_b.size
+    if not fsal:
+        return s
+    last = s - 1
+    while last >= 0 and rk_b[last] == 0.0:
+        last -= 1
+    return min(last + 2, s)
+
+
+@njit(**_INLINE)
 def initial_step_first(y, f0, rtol, atol, nerr, span):
     """First half of the standard initial-step heuristic (Hairer, Norsett & Wanner, Sec. II.4; as SciPy's):
     the trial step h0 and the scaled norm d1 of f(t0, y0), over the first `nerr` components."""
@@ -259,8 +301,12 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
         clock at `clock_addr`).
     record : int
         0: nothing; 1: record every accepted step (start time, signed step, start state); 2: also the
-        stages (for dense output of the recorded solution). With ctrl[5] = stride > 1 the start state is
-        kept only every `stride` steps (checkpoints; rec_y row j is the state at step j * stride).
+        stages (for dense output of the recorded solution: dense-output-only stages are computed at every
+        step); 3: the stages as 2, but dense-output-only stages only where an output falls strictly inside
+        the step, NaN elsewhere (what the discrete adjoint needs). With ctrl[5] = stride > 1 the start state
+        is kept only every `stride` steps (checkpoints; rec_y row j is the state at step j * stride).
+    rk_b_error : ndarray, shape (s,) or (2 s,)
+        The error weights; with 2 s entries, two estimates combined by ``error_norm_dual`` (DOP853).
     stats : int64 array: [nfev, nsteps, naccepted, nrejected, ...]; fstats: float [t_reached, h_last].
 
     Returns
@@ -270,6 +316,9 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     """
     ny = y0.size
     s = rk_b.size
+    s_step = step_stages(rk_b, fsal)  # stages of a step; s_step..s-1 only serve the dense output
+    has_extra = s_step < s
+    dual = rk_b_error.size == 2 * s
     m = ts.size
     faddr = kern[K_F]
     # the small work vectors share one allocation (allocations are a measurable part of short solves)
@@ -292,12 +341,15 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     safety, fac_min, fac_max, beta = ctrl[0], ctrl[1], ctrl[2], ctrl[3]
     time_limit = ctrl[4] if ctrl.size > 4 else 0.0
     t_start_clock = monotonic(clock_addr) if time_limit > 0.0 else 0.0
-    # Hairer's stiffness test for FSAL methods whose last two stages sit at c = 1 (dopri5, tsit5):
-    # h*|lambda| ~ h * ||K_s - K_{s-1}|| / ||Y_s - Y_{s-1}|| above 3.25 on 15 accepted steps.
-    stiff_test = fsal and s >= 3 and rk_c[s - 2] == 1.0 and mode == MODE_F
+    # Hairer's stiffness test for FSAL methods whose last two stages sit at c = 1 (dopri5, tsit5, dop853):
+    # h*|lambda| ~ h * ||K_s - K_{s-1}|| / ||Y_s - Y_{s-1}|| above 3.25 (6.1 for DOP853, recognised by its two
+    # error estimates: dop853.f) on 15 accepted steps.
+    stiff_test = fsal and s_step >= 3 and rk_c[s_step - 2] == 1.0 and mode == MODE_F
+    stiff_lim = 6.1 if dual else 3.25
     n_stiff = 0
     n_nonstiff = 0
     store_k = record >= 2
+    extra_all = has_extra and record == 2
     stride = int(ctrl[5]) if ctrl.size > 5 and ctrl[5] >= 1.0 else 1
     cap = rec_cap if record > 0 else 1
     rec_t = np.empty(cap)
@@ -379,16 +431,16 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                 clipped = True
             h = t_new - t
             h_used = abs(h)
-            for i in range(1, s):
+            for i in range(1, s_step):
                 for q in range(ny):
                     acc = 0.0
                     for j in range(i):
                         acc += rk_a[i, j] * K[j, q]
                     ytmp[q] = y[q] + h * acc
-                if stiff_test and i == s - 2:
+                if stiff_test and i == s_step - 2:
                     for q in range(ny):
                         ystage[q] = ytmp[q]
-                if fsal and i == s - 1:
+                if fsal and i == s_step - 1:
                     for q in range(ny):
                         ynew[q] = ytmp[q]
                     t_i = t_new
@@ -399,23 +451,26 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                 else:
                     eval_rhs(mode, kern, n, p, t_i, ytmp, theta, K[i], wz, wa, wp, J, Jp,
                              seg_t, seg_h, seg_y, seg_k, rk_dense)
-            nfev += s - 1
+            nfev += s_step - 1
             if not fsal:
                 for q in range(ny):
                     acc = 0.0
-                    for j in range(s):
+                    for j in range(s_step):
                         acc += rk_b[j] * K[j, q]
                     ynew[q] = y[q] + h * acc
-            for q in range(ny):
-                acc = 0.0
-                for j in range(s):
-                    acc += rk_b_error[j] * K[j, q]
-                err[q] = h * acc
             nsteps += 1
-            errn = error_norm(err, y, ynew, rtol, atol, nerr)
+            if dual:
+                errn = error_norm_dual(K, rk_b_error, s, s_step, h, y, ynew, rtol, atol, nerr)
+            else:
+                for q in range(ny):
+                    acc = 0.0
+                    for j in range(s_step):
+                        acc += rk_b_error[j] * K[j, q]
+                    err[q] = h * acc
+                errn = error_norm(err, y, ynew, rtol, atol, nerr)
             finite = math.isfinite(errn) and _all_finite(ynew)
             if fsal and finite:
-                finite = _all_finite(K[s - 1])
+                finite = _all_finite(K[s_step - 1])
             if not finite:
                 nrej += 1
                 last_nonfinite = True
@@ -445,9 +500,9 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                 num = 0.0
                 den = 0.0
                 for q in range(ny):
-                    num += (K[s - 1, q] - K[s - 2, q]) ** 2
+                    num += (K[s_step - 1, q] - K[s_step - 2, q]) ** 2
                     den += (ynew[q] - ystage[q]) ** 2
-                if den > 0.0 and h_used * math.sqrt(num / den) > 3.25:
+                if den > 0.0 and h_used * math.sqrt(num / den) > stiff_lim:
                     n_nonstiff = 0
                     n_stiff += 1
                     if n_stiff == 15:
@@ -457,6 +512,26 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                     n_nonstiff += 1
                     if n_nonstiff == 6:
                         n_stiff = 0
+            # dense-output-only stages, from the step's start y and its stages (K[0] is still this step's)
+            extra_now = False
+            if has_extra and (extra_all or (i_next < m and d * (ts[i_next] - t_new) < 0.0)):
+                for i in range(s_step, s):
+                    for q in range(ny):
+                        acc = 0.0
+                        for j in range(i):
+                            acc += rk_a[i, j] * K[j, q]
+                        ytmp[q] = y[q] + h * acc
+                    if mode == MODE_F:
+                        _kf(faddr, t + rk_c[i] * h, ytmp, theta, K[i])
+                    else:
+                        eval_rhs(mode, kern, n, p, t + rk_c[i] * h, ytmp, theta, K[i], wz, wa, wp, J, Jp,
+                                 seg_t, seg_h, seg_y, seg_k, rk_dense)
+                    if not _all_finite(K[i]):
+                        status = st.NONFINITE
+                nfev += s - s_step
+                extra_now = True
+                if status != st.SUCCESS:
+                    break
             if record > 0:
                 if n_rec == cap:
                     status = st.CAPACITY
@@ -465,8 +540,12 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                 rec_h[n_rec] = h
                 if store_k:
                     for i in range(s):
-                        for q in range(ny):
-                            rec_k[n_rec, i, q] = K[i, q]
+                        if i < s_step or extra_now:
+                            for q in range(ny):
+                                rec_k[n_rec, i, q] = K[i, q]
+                        else:
+                            for q in range(ny):
+                                rec_k[n_rec, i, q] = np.nan
                 if n_rec % stride == 0:
                     for q in range(ny):
                         rec_y[n_rec // stride, q] = y[q]
@@ -500,7 +579,7 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                 y[q] = ynew[q]
             if fsal and not jumped:
                 for q in range(ny):
-                    K[0, q] = K[s - 1, q]
+                    K[0, q] = K[s_step - 1, q]
             elif i_next < m:
                 if mode == MODE_F:
                     _kf(faddr, t, y, theta, K[0])
@@ -647,10 +726,12 @@ def time_grad(addr, ts, zs, theta, cotangent, a0plus, out):
 def replay(kern, theta, rec_t, rec_h, y0, rk_a, rk_b, rk_c, fsal, out_y, out_k):
     """Recompute steps i = 0..len(rec_h)-1 (start times rec_t[i], steps rec_h[i]; rec_t[-1] is the end time of
     the last one) from the checkpoint y0 exactly as the forward loop took them: out_y[i] = start state of
-    step i, out_k[i] = its stages (bitwise identical arithmetic)."""
+    step i, out_k[i] = its stages, dense-output-only ones included (bitwise identical arithmetic to a forward
+    solve with ``record=2``)."""
     fa = kern[K_F]
     nst = rec_h.size
     s = rk_b.size
+    s_step = step_stages(rk_b, fsal)
     ny = y0.size
     y = y0.copy()
     ytmp = np.empty(ny)
@@ -669,7 +750,7 @@ def replay(kern, theta, rec_t, rec_h, y0, rk_a, rk_b, rk_c, fsal, out_y, out_k):
                 for l in range(j):
                     acc += rk_a[j, l] * K[l, q]
                 ytmp[q] = y[q] + h * acc
-            if fsal and j == s - 1:
+            if fsal and j == s_step - 1:
                 for q in range(ny):
                     ynew[q] = ytmp[q]
                 _kf(fa, t_new, ytmp, theta, K[j])
@@ -686,6 +767,6 @@ def replay(kern, theta, rec_t, rec_h, y0, rk_a, rk_b, rk_c, fsal, out_y, out_k):
             y[q] = ynew[q]
         if fsal:
             for q in range(ny):
-                K[0, q] = K[s - 1, q]
+                K[0, q] = K[s_step - 1, q]
         else:
             _kf(fa, t_new, y, theta, K[0])
