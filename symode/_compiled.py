@@ -1,6 +1,8 @@
 """Build or load the generated module of a model: derive, print, write, import (each step only if needed)."""
 from __future__ import annotations
 
+import functools
+
 import os
 import platform
 import re
@@ -62,14 +64,29 @@ def _too_large(size, limit, when):
         "SYMODE_MAX_GENERATED_OPS (0 = no limit).")
 
 
+def _abi_digest(*modules):
+    """Hash of the library sources that generated modules import (kernel signatures, the stack-array
+    intrinsic): Numba would not notice a change there in a cached kernel, so it is part of every model's key."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for mod in modules:
+        with open(mod.__file__, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
 def versions_tag():
     import llvmlite
     import numba
     import sympy
 
     from ._codegen.emit import EMIT_REVISION
+    from ._numeric import fnptr, signatures
 
-    return (f"symode={__version__};codegen={CODEGEN_VERSION};emit={EMIT_REVISION};sympy={sympy.__version__};numba={numba.__version__};"
+    return (f"symode={__version__};codegen={CODEGEN_VERSION};emit={EMIT_REVISION};abi={_abi_digest(fnptr, signatures)};"
+            f"sympy={sympy.__version__};numba={numba.__version__};"
             f"llvmlite={llvmlite.__version__};numpy={np.__version__};python={sys.version_info[:3]};"
             f"machine={platform.machine()}")
 

@@ -28,6 +28,9 @@ from ._numeric.losses import eval_loss_rows
 from ._version import __version__
 
 
+LOSS_REVISION = "2"  # part of a loss module's cache key (2: one kernel for the value and the gradient)
+
+
 class FinalLoss:
     """L = expr(z(ts[-1]), theta, t) for a SymPy expression in the model's symbols."""
 
@@ -92,7 +95,8 @@ class CompiledLoss:
         self.term_uses = term_uses
         self.n_data = len(data_symbols)
         self.n_terms = len(terms) if data_symbols else 0
-        h = hashlib.sha256((sym.key() + "|loss|" + sp.srepr(e_c) + versions_tag()).encode()).hexdigest()
+        tag = sym.key() + f"|loss{LOSS_REVISION}|" + sp.srepr(e_c) + versions_tag()
+        h = hashlib.sha256(tag.encode()).hexdigest()
         key = "L" + h[:40]
         path = loader.module_path(key)
         text = loader.read_valid(path, key)
@@ -102,15 +106,14 @@ class CompiledLoss:
             grads = [(f"out_z[{i}]", sp.diff(e_c, z)) for i, z in enumerate(sym.z_c)]
             grads += [(f"out_theta[{k}]", sp.diff(e_c, th)) for k, th in enumerate(sym.theta_c)]
             shp = dict(z=(sym.n,), theta=(sym.p,), d=(max(len(d_c), 1),))
-            specs = [KernelSpec("loss", "L_SIG", ["t", "z", "theta", "d", "out"], [("out[0]", e_c)],
-                                shapes=dict(shp, out=(1,))),
-                     KernelSpec("loss_grad", "LG_SIG", ["t", "z", "theta", "d", "out_z", "out_theta"], grads,
-                                shapes=dict(shp, out_z=(sym.n,), out_theta=(sym.p,)))]
+            specs = [KernelSpec("loss_vg", "LVG_SIG", ["t", "z", "theta", "d", "out", "out_z", "out_theta"],
+                                [("out[0]", e_c)] + grads,
+                                shapes=dict(shp, out=(1,), out_z=(sym.n,), out_theta=(sym.p,)))]
             text = HEADER.format(version=__version__, key=key) + "".join(emit_kernel(s, smap) + "\n" for s in specs)
             text += _END
             loader.write_atomic(path, text)
         mod = loader.import_module(key, path)
-        self.addr = np.array([mod.loss.address, mod.loss_grad.address], dtype=np.int64)
+        self.addr = np.array([mod.loss_vg.address], dtype=np.int64)
 
     def data_rows(self, data, m, batch=None):
         """Return the (m, n_data + n_terms) array passed as ``d``: data with NaN -> 0 and term weights (1, or 0

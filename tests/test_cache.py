@@ -153,3 +153,29 @@ def test_strings_are_never_evaluated(tmp_path):
     with pytest.raises(symode.ModelError):
         symode.ObservationLoss(evil, [])
     assert not canary.exists()
+
+
+def test_library_cache_is_dropped_when_a_library_source_changes(tmp_path):
+    """Numba keys a cached loop by its own file only, so a change in another library file that it inlines
+    would leave stale machine code (measured: a segfault). The package's cache directory carries a hash of all
+    library sources; a mismatch drops the package's cache files before anything loads. Simulated here with a
+    stale stamp and a stale-looking cache file in a private NUMBA_CACHE_DIR."""
+    code = textwrap.dedent("""
+        import json, os
+        from numba.core.caching import FunctionCache
+        import symode._numeric as N
+        path = FunctionCache(N._probe)._cache_path
+        os.makedirs(path, exist_ok=True)
+        open(os.path.join(path, "symode-library.stamp"), "w").write("stale")
+        for name in ("rk.integrate-1.py311.nbi", "rk.integrate-1.py311.1.nbc", "other.f-1.py311.nbi"):
+            open(os.path.join(path, name), "w").write("x")
+        N._library_guard()
+        left = sorted(os.listdir(path))
+        stamp = open(os.path.join(path, "symode-library.stamp")).read()
+        print(json.dumps(dict(left=left, fresh=stamp == N.library_digest())))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "nb"))
+    out, _ = run(env, code=code)
+    assert out["fresh"]
+    assert "rk.integrate-1.py311.nbi" not in out["left"] and "rk.integrate-1.py311.1.nbc" not in out["left"]
+    assert "other.f-1.py311.nbi" in out["left"]          # files of other packages are left alone

@@ -2,23 +2,22 @@
 import numpy as np
 from numba import njit
 
-from .fnptr import call_l, call_lg
+from .fnptr import call_lvg
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
 def eval_loss_rows(addr, ts, zs, theta, D, rows, cot, gtheta):
-    """Sum the loss over the selected rows; write dL/dz(ts[i]) into cot[i] and add dL/dtheta into gtheta."""
-    lf = addr[0]
-    lg = addr[1]
+    """Sum the loss over the selected rows; write dL/dz(ts[i]) into cot[i] and add dL/dtheta into gtheta.
+    ``addr[0]``: the generated ``loss_vg`` kernel (value and gradient of one row's term in one call)."""
+    lvg = addr[0]
     n = zs.shape[1]
     out = np.zeros(1)
     gz = np.zeros(n)
-    gp = np.zeros(gtheta.size)
+    gp = np.zeros(max(gtheta.size, 1))
     total = 0.0
     for r in rows:
-        call_l(lf, ts[r], zs[r], theta, D[r], out)
+        call_lvg(lvg, ts[r], zs[r], theta, D[r], out, gz, gp)
         total += out[0]
-        call_lg(lg, ts[r], zs[r], theta, D[r], gz, gp)
         for q in range(n):
             cot[r, q] += gz[q]
         for k in range(gtheta.size):

@@ -10,7 +10,9 @@ array arguments, ~0 with pointers). Library loops call them with arrays through 
   structural nonzeros are written: callers zero ``out`` once.
 - ``V_SIG``: ``vjp(t, z, theta, a, out_z, out_theta)``: out_z = a^T df/dz, out_theta = a^T df/dtheta.
 - ``L_SIG``: ``loss(t, z, theta, d, out)``: a scalar loss term written to out[0] (d: data row).
-- ``LG_SIG``: ``loss_grad(t, z, theta, d, out_z, out_theta)``: its gradient (accumulated: +=).
+- ``LG_SIG``: ``loss_grad(t, z, theta, d, out_z, out_theta)``: its gradient (written, not accumulated).
+- ``LVG_SIG``: ``loss_vg(t, z, theta, d, out, out_z, out_theta)``: the term and its gradient in one call
+  (one CSE over both: what the gradient paths use).
 """
 from numba import types
 
@@ -22,3 +24,4 @@ J_SIG = types.void(_f8, _p, _p, _p)
 V_SIG = types.void(_f8, _p, _p, _p, _p, _p)
 L_SIG = types.void(_f8, _p, _p, _p, _p)
 LG_SIG = types.void(_f8, _p, _p, _p, _p, _p)
+LVG_SIG = types.void(_f8, _p, _p, _p, _p, _p, _p)
