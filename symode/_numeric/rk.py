@@ -355,6 +355,8 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     rec_t = np.empty(cap)
     rec_h = np.empty(cap)
     rec_y = np.empty((cap // stride + 1, ny))
+    n_ck = 0  # stored checkpoint states; the next one is due after ck_due more recorded steps
+    ck_due = 0
     rec_k = np.empty((cap if store_k else 1, s, ny))
     n_rec = 0
     out_step = np.full(m, -1, dtype=np.int64)
@@ -546,9 +548,12 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                         else:
                             for q in range(ny):
                                 rec_k[n_rec, i, q] = np.nan
-                if n_rec % stride == 0:
+                if ck_due == 0:   # every stride-th step (a counter: no integer division per step)
                     for q in range(ny):
-                        rec_y[n_rec // stride, q] = y[q]
+                        rec_y[n_ck, q] = y[q]
+                    n_ck += 1
+                    ck_due = stride
+                ck_due -= 1
             # outputs inside (t, t_new]
             while i_next < m and d * (ts[i_next] - t_new) <= 0.0:
                 if ts[i_next] == t_new:
@@ -641,9 +646,12 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                         for i in range(s):
                             for q in range(ny):
                                 rec_k[n_rec, i, q] = K[i, q]
-                    if n_rec % stride == 0:
+                    if ck_due == 0:
                         for q in range(ny):
-                            rec_y[n_rec // stride, q] = y[q]
+                            rec_y[n_ck, q] = y[q]
+                        n_ck += 1
+                        ck_due = stride
+                    ck_due -= 1
                 n_rec += 1
                 nacc += 1
                 t = t_new
@@ -677,8 +685,7 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     stats[2] = nacc
     stats[3] = nrej
     fstats[0] = t
-    n_y = (n_rec + stride - 1) // stride
-    return status, out_step, out_frac, rec_t[:n_rec], rec_h[:n_rec], rec_y[:n_y], rec_k[:n_rec], n_rec
+    return status, out_step, out_frac, rec_t[:n_rec], rec_h[:n_rec], rec_y[:n_ck], rec_k[:n_rec], n_rec
 
 
 @njit(**_OPTS)
