@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from .fnptr import call_v
+from .rk import dense_weight
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -32,7 +33,6 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
     va = kern[4]
     nsteps = rec_t.size
     s = rk_b.size
-    deg = rk_dense.shape[1]
     m = out_step.size
     Kbar = np.zeros((s, n))
     Ybar = np.zeros(n)
@@ -65,11 +65,7 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
                 for q in range(n):
                     y0bar_out[q] += cotangent[i_out, q]
                 for j in range(s):
-                    bj = 0.0
-                    xp = x
-                    for r in range(deg):
-                        bj += rk_dense[j, r] * xp
-                        xp *= x
+                    bj = dense_weight(rk_dense, j, x)
                     if bj != 0.0:
                         active[j] = True
                         c = h * bj

@@ -31,18 +31,26 @@ K_F, K_JZ, K_JP, K_JT, K_VJP = 0, 1, 2, 3, 4
 
 
 @njit(**_INLINE)
+def dense_weight(dense, i, x):
+    """Weight b_i(x) = sum_j dense[i, j] x**(j+1) of stage i in a continuous extension (every method's form:
+    explicit Runge-Kutta and Rosenbrock, forward and in the adjoints)."""
+    b = 0.0
+    xp = x
+    for j in range(dense.shape[1]):
+        b += dense[i, j] * xp
+        xp *= x
+    return b
+
+
+@njit(**_INLINE)
 def dense_eval(y0, h, K, rk_dense, frac, out):
     """Continuous extension: out = y0 + h * sum_i b_i(frac) K[i], b_i(x) = sum_j rk_dense[i, j] x**(j+1)."""
-    s, deg = rk_dense.shape
+    s = rk_dense.shape[0]
     ny = y0.size
     for q in range(ny):
         out[q] = y0[q]
     for i in range(s):
-        bi = 0.0
-        xp = frac
-        for j in range(deg):
-            bi += rk_dense[i, j] * xp
-            xp *= frac
+        bi = dense_weight(rk_dense, i, frac)
         if bi != 0.0:
             c = h * bi
             for q in range(ny):

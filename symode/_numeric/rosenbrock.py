@@ -29,7 +29,7 @@ from numba import njit
 from .. import _status as st
 from .clock import monotonic
 from .fnptr import call_f, call_j
-from .rk import REC_CAP0, REC_GROW, dense_eval, initial_step_first, initial_step_second
+from .rk import REC_CAP0, REC_GROW, dense_eval, dense_weight, initial_step_first, initial_step_second
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -764,25 +764,14 @@ def _integrate_core(kern, n, theta, ts, y0,
                 for q in range(ny):
                     out_y[i_next, q] = y[q]
                 if stiff:
-                    rows = ros_dense.shape[0]
-                    deg = ros_dense.shape[1]
-                    for i in range(rows):
-                        bi = 0.0
-                        xp = frac
-                        for k in range(deg):
-                            bi += ros_dense[i, k] * xp
-                            xp *= frac
+                    for i in range(ros_dense.shape[0]):
+                        bi = dense_weight(ros_dense, i, frac)
                         if bi != 0.0:
                             for q in range(ny):
                                 out_y[i_next, q] += bi * U[i, q]
                 else:
-                    deg = rk_dense.shape[1]
                     for i in range(se):
-                        bi = 0.0
-                        xp = frac
-                        for k in range(deg):
-                            bi += rk_dense[i, k] * xp
-                            xp *= frac
+                        bi = dense_weight(rk_dense, i, frac)
                         if bi != 0.0:
                             cb = h * bi
                             for q in range(ny):

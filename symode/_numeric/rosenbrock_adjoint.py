@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit
 
 from .fnptr import call_j, call_v
+from .rk import dense_weight
 from .rosenbrock import K_JZ, K_VJP, lu_factor
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
@@ -83,7 +84,6 @@ def discrete_sweep(kern, hvjp, n, p, theta, htheta, hm_i, hm_j, ft_rows, rec_t, 
     jzk = kern[K_JZ]
     nsteps = rec_t.size
     s = ros_m.size
-    deg = ros_dense.shape[1]
     m = out_step.size
     nh = hm_i.size
     nt = ft_rows.size
@@ -132,11 +132,7 @@ def discrete_sweep(kern, hvjp, n, p, theta, htheta, hm_i, hm_j, ft_rows, rec_t, 
                 for q in range(n):
                     y0bar[q] += cotangent[i_out, q]
                 for i in range(s):
-                    bi = 0.0
-                    xp = x
-                    for r in range(deg):
-                        bi += ros_dense[i, r] * xp
-                        xp *= x
+                    bi = dense_weight(ros_dense, i, x)
                     if bi != 0.0:
                         for q in range(n):
                             Ubar[i, q] += bi * cotangent[i_out, q]
