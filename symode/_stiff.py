@@ -182,6 +182,9 @@ def vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, che
     from ._gradients import _failed, _finish
 
     name = opts[0].name
+    if opts[0].kind == "auto" and adjoint in ("discrete", "checkpoint"):
+        raise InputValidationError(f"adjoint={adjoint!r} with method='auto' is not available (its steps are not "
+                                   "recorded); use 'rodas5'")
     if adjoint == "discrete":
         return _discrete_stiff(model, z0, theta, ts, get_cot, opts, throw)
     if adjoint == "checkpoint":
@@ -222,8 +225,6 @@ def _checkpoint_stiff(model, z0, theta, ts, get_cot, opts, throw):
     from ._numeric import stiff_adjoint as sa
 
     meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
-    if meth.kind == "auto":
-        raise InputValidationError("gradients with method='auto' are not available; use 'rodas5'")
     n, p, m = model.n_states, model.n_params, ts.size
     fwd, sol, cot = _recorded_forward(model, z0, theta, ts, opts, throw, get_cot)
     if cot is None:
@@ -326,8 +327,6 @@ def _discrete_stiff(model, z0, theta, ts, get_cot, opts, throw):
     from ._numeric import rosenbrock_adjoint as ra
 
     meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
-    if meth.kind == "auto":
-        raise InputValidationError("gradients with method='auto' are not available; use 'rodas5'")
     aux, hm_i, hm_j, ft_rows = _second_order_model(model)
     hvjp = int(aux.compiled.kern[4]) if aux is not None else 0
     n, p, m = model.n_states, model.n_params, ts.size
