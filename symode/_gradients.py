@@ -87,6 +87,10 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
     n, p, m = model.n_states, model.n_params, ts.size
     fused = cotangent if isinstance(cotangent, FusedLoss) else None
     if fused is not None:
+        if adjoint == "discrete":  # the common training call: straight to the one compiled call
+            opts = model._options(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit=time_limit)
+            if opts[0].kind == "explicit":
+                return _discrete_fused(model, z0, theta, ts, None, opts, throw, loss=fused, grad_t=grad_t)
         cotangent = fused.fallback
     # `cotangent` may be a callable(solution) -> (value, cotangent, extra dL/dtheta), evaluated on the
     # forward pass the gradient itself uses (value_and_grad); the value lands in Gradient.value.
@@ -111,8 +115,6 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         return _extra(vjp_stiff(model, z0, theta, ts, get_cot, adjoint, opts, throw, seminorm, checkpoints), extra)
     if adjoint == "discrete" and cot_fn is None:
         return _discrete_fused(model, z0, theta, ts, cot, opts, throw, grad_t=grad_t)
-    if adjoint == "discrete" and fused is not None:
-        return _discrete_fused(model, z0, theta, ts, None, opts, throw, loss=fused, grad_t=grad_t)
     if adjoint == "discrete":   # record=3: dense-output-only stages only where an output is inside a step
         fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=3)
         sol = model._make_solution(ts, fwd, meth, opts[4], throw)

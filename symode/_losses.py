@@ -160,11 +160,22 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
         rows = np.array([m - 1], dtype=np.int64)
         D = np.zeros((m, 1))
     elif isinstance(loss, ObservationLoss):
-        cl = _compiled_loss(model, loss.expr, loss.data_symbols)
-        if data is None and len(loss.data_symbols):
-            raise InputValidationError("an ObservationLoss with data symbols needs `data` (one row per output time)")
-        D = cl.data_rows(data, m)
-        rows = np.arange(m, dtype=np.int64)
+        if not len(loss.data_symbols):  # no data: the compiled loss and its rows depend on len(ts) only
+            cache = model.__dict__.setdefault("_obs_rows_cache", {})
+            hit = cache.get((loss, m))
+            if hit is None:
+                if len(cache) >= 32:
+                    cache.clear()
+                cl = _compiled_loss(model, loss.expr, ())
+                hit = cache[(loss, m)] = (cl, cl.data_rows(None, m), np.arange(m, dtype=np.int64))
+            cl, D, rows = hit
+        else:
+            cl = _compiled_loss(model, loss.expr, loss.data_symbols)
+            if data is None:
+                raise InputValidationError("an ObservationLoss with data symbols needs `data` (one row per output "
+                                           "time)")
+            D = cl.data_rows(data, m)
+            rows = np.arange(m, dtype=np.int64)
     else:
         raise InputValidationError(f"unsupported loss {type(loss).__name__}; use a SymPy expression, FinalLoss, "
                                    "ObservationLoss, RunningCost or a callable")
