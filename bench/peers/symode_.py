@@ -14,7 +14,7 @@ compiled call: forward, loss, cotangent, reverse sweep; dL/dts, which no peer co
   P2: the MLP as symode.nn blocks; one training iteration = one batched value_and_grad over the 20 windows
       (z0 (20, 2), data (20, 10, 2), reduce="sum", grad_t=False) on one thread; --variants all adds all threads
       and the loop of 20 x (solve + vjp); forward = the true dynamics over 1000 points.
-  P6: batched solve model.solve(z0, thetas (B, p), ts).
+  P6: batched solve model.solve(z0, thetas (B, p), ts) with dopri5 (the reference row) and dop853.
 Each row records build_s (ODE() + first solve, i.e. code generation and Numba compilation with the cache that the
 process uses) and the first-call times.  bench/run.py runs this module in-process; it also runs as a script like
 every peer adapter (python bench/peers/symode_.py --problems P1).
@@ -339,12 +339,15 @@ def run_p6(ctx):
     except Exception:  # noqa: BLE001
         numba, nmax = None, 1
     if batched:
-        for nth in sorted({1, nmax if ctx.threads == "all" else 1}, reverse=True):
+        thread_counts = sorted({1, nmax if ctx.threads == "all" else 1}, reverse=True)
+        for meth, nth in [(mth, t) for mth in ("dopri5", "dop853") for t in thread_counts]:
             if numba is not None:
                 numba.set_num_threads(nth)
-            tm = ctx.time(lambda: model.solve(C.P1_Z0, thetas, C.P6_TS, **kw))
+            kw_m = dict(kw, method=meth)
+            model.solve(C.P1_Z0, thetas[:4], C.P6_TS, **kw_m)
+            tm = ctx.time(lambda: model.solve(C.P1_Z0, thetas, C.P6_TS, **kw_m))
             out = np.asarray(tm["result"].z)[:, -1, :]
-            rows.append({"variant": "dopri5, batched solve, threads=%d" % nth, "threads": nth,
+            rows.append({"variant": "%s, batched solve, threads=%d" % (meth, nth), "threads": nth,
                          **C.tentry("forward", tm), "n_traj": N, "traj_per_s": N / tm["min"],
                          "traj_per_s_median": N / tm["median"], "final_state_first": out[0].tolist(),
                          "final_state_mean": out.mean(axis=0).tolist(), "method": "model.solve(z0, theta_batch)"})
