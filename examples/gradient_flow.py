@@ -20,8 +20,6 @@ schedule-free, monotone descent whose path theta(t) is an ODE solution you can r
 Run:  python examples/gradient_flow.py [--quick] [--out DIR]
 Saves gradient_flow.png.
 """
-import argparse
-import os
 
 import numpy as np
 import sympy as sp
@@ -29,6 +27,8 @@ import sympy as sp
 import symode
 from symode._train import Trainer
 from symode.optim import Adam, GradientFlow
+
+from _common import parser, pyplot, save  # examples/_common.py
 
 ETA, THETA0 = 0.1, 1.5
 
@@ -89,10 +89,7 @@ def fit_part(quick, progress):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="CI mode (fewer iterations in part 2)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
-    ap.add_argument("--no-progress", action="store_true")
+    ap = parser(__doc__, "CI mode (fewer iterations in part 2)")
     args = ap.parse_args(argv)
 
     cf = closed_form_part()
@@ -114,15 +111,9 @@ def main(argv=None):
           f"{np.diff(gf.times)[-1]:.3g} (held at the stability limit of the stiff flow)")
     out = dict(err_closed_form=cf["err_opt"], err_ode=cf["err_ode"],
                fit={k: dict(nfev=r.nfev, loss=r.loss, theta=r.theta.tolist()) for k, r in runs.items()})
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'symode[examples]')")
+    plt = pyplot()
+    if plt is None:
         return out
-    os.makedirs(args.out, exist_ok=True)
     fig, axs = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axs[0]
     tt = np.linspace(0, 20, 400)
@@ -150,12 +141,7 @@ def main(argv=None):
     ax.set_ylabel("loss - optimum")
     ax.set_title("Lotka-Volterra fit (1% noise)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(args.out, "gradient_flow.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"plot saved to {path}")
-    out["plot"] = path
+    out["plot"] = save(fig, args.out, "gradient_flow.png")
     return out
 
 

@@ -18,8 +18,6 @@ network only learns where the data are) and the hybrid model is integrated beyon
 Run:  python examples/hybrid_ude.py [--quick] [--out DIR] [--noise 0.01]
 Saves hybrid_ude.png.
 """
-import argparse
-import os
 
 import numpy as np
 import sympy as sp
@@ -27,6 +25,8 @@ import sympy as sp
 import symode
 from symode import nn
 from symode._train import Trainer
+
+from _common import parser, pyplot, save  # examples/_common.py
 
 ALPHA, BETA, GAMMA, DELTA = 1.5, 1.0, 3.0, 1.0
 Z0 = np.array([1.0, 1.0])
@@ -66,11 +66,8 @@ def term_errors(net, theta, Z):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="CI mode: 80 L-BFGS iterations instead of 300")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    ap = parser(__doc__, "CI mode: 80 L-BFGS iterations instead of 300")
     ap.add_argument("--noise", type=float, default=0.01, help="relative observation noise (default 1%%)")
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     iterations = 80 if args.quick else 300
 
@@ -95,15 +92,9 @@ def main(argv=None):
     print(f"hybrid model from the first observation, integrated to t = 10 (twice the data range): max |error| "
           f"x {dev[0]:.3f}, y {dev[1]:.3f}")
     out = dict(max_rel=max_rel, rms_rel=rms_rel, loss=res.loss, extrapolation_error=dev.tolist())
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'symode[examples]')")
+    plt = pyplot()
+    if plt is None:
         return out
-    os.makedirs(args.out, exist_ok=True)
     fig, axs = plt.subplots(1, 3, figsize=(16, 4.3))
     ax = axs[0]
     for j, (lab, col) in enumerate((("x (prey)", "C0"), ("y (predator)", "C1"))):
@@ -140,12 +131,7 @@ def main(argv=None):
     ax.set_ylabel("y")
     ax.set_title("error of U1 off the data: only the orbit is learned")
     ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    path = os.path.join(args.out, "hybrid_ude.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"plot saved to {path}")
-    out["plot"] = path
+    out["plot"] = save(fig, args.out, "hybrid_ude.png")
     return out
 
 

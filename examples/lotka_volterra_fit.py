@@ -8,14 +8,14 @@ error, L-BFGS-B fed symode's exact adjoint gradients (dopri5, rtol 1e-8), from t
 Run:  python examples/lotka_volterra_fit.py [--quick] [--out DIR] [--train-z0] [--noise 0.01]
 Saves lotka_volterra_fit.png (data, fitted and true trajectories; loss curve).
 """
-import argparse
-import os
 
 import numpy as np
 import sympy as sp
 
 import symode
 from symode._train import fit
+
+from _common import parser, pyplot, save  # examples/_common.py
 
 THETA_TRUE = np.array([1.5, 1.0, 3.0, 1.0])
 Z0_TRUE = np.array([1.0, 1.0])
@@ -37,13 +37,10 @@ def noisy_data(model, noise=0.01, seed=1, ts=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="CI mode (the fit is fast either way)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    ap = parser(__doc__, "CI mode (the fit is fast either way)")
     ap.add_argument("--noise", type=float, default=0.01, help="relative noise level (default 0.01 = 1%%)")
     ap.add_argument("--train-z0", action="store_true", help="fit the initial state too")
     ap.add_argument("--optimizer", default="lbfgs", help="lbfgs (default), adam, sgd or gradient_flow")
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
     model = lotka_volterra()
@@ -62,15 +59,9 @@ def main(argv=None):
     if args.train_z0:
         print(f"z0: true {Z0_TRUE}, observed {Y[0]}, fitted {res.z0}")
     out = dict(theta=res.theta.tolist(), rel_err=(np.abs(res.theta / THETA_TRUE - 1)).tolist(), loss=res.loss)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'symode[examples]')")
+    plt = pyplot()
+    if plt is None:
         return out
-    os.makedirs(args.out, exist_ok=True)
     fine = np.linspace(0, 10, 501)
     z0f = res.z0 if res.z0 is not None else Y[0]
     fitted = model.solve(z0f, res.theta, fine, rtol=1e-9, atol=1e-10).z
@@ -92,12 +83,7 @@ def main(argv=None):
     ax2.set_xlabel(f"{res.optimizer.name} iteration")
     ax2.set_ylabel("mean squared error")
     ax2.set_title("loss")
-    fig.tight_layout()
-    path = os.path.join(args.out, "lotka_volterra_fit.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"plot saved to {path}")
-    out["plot"] = path
+    out["plot"] = save(fig, args.out, "lotka_volterra_fit.png")
     return out
 
 

@@ -2,8 +2,6 @@
 
 Run:  python examples/quickstart.py [--out DIR]
 """
-import argparse
-import os
 import time
 
 import numpy as np
@@ -11,11 +9,11 @@ import sympy as sp
 
 import symode
 
+from _common import parser, pyplot, save  # examples/_common.py
+
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
-    args = ap.parse_args(argv)
+    args = parser(__doc__).parse_args(argv)
 
     x, y = sp.symbols("x y")
     alpha, beta, gamma, delta = sp.symbols("alpha beta gamma delta")
@@ -35,15 +33,9 @@ def main(argv=None):
     print(f"stats: {sol.stats}")
     for i in range(0, 101, 20):
         print(f"  t = {sol.t[i]:5.2f}   x = {sol.z[i, 0]:.6f}   y = {sol.z[i, 1]:.6f}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'symode[plot]')")
+    plt = pyplot("plot")
+    if plt is None:
         return sol
-    os.makedirs(args.out, exist_ok=True)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     fine = model.solve([1.0, 1.0], theta, np.linspace(0, 10, 1001), rtol=1e-8, atol=1e-8)
     ax1.plot(fine.t, fine.z[:, 0], label="prey x")
@@ -56,10 +48,7 @@ def main(argv=None):
     ax2.set_xlabel("x")
     ax2.set_ylabel("y")
     ax2.set_title("phase portrait")
-    fig.tight_layout()
-    path = os.path.join(args.out, "quickstart.png")
-    fig.savefig(path, dpi=100)
-    print(f"plot saved to {path}")
+    save(fig, args.out, "quickstart.png")
     return sol
 
 

@@ -12,8 +12,6 @@ Run:  python examples/spiral_neural_ode.py [--quick] [--out DIR] [--iterations N
 (default 3000 iterations; --quick: 300, the CI mode). Saves spiral_neural_ode.png: true vs learned
 trajectories, the phase portrait and the loss curves.
 """
-import argparse
-import os
 import time
 
 import numpy as np
@@ -22,6 +20,8 @@ import sympy as sp
 import symode
 from symode import nn
 from symode._train import Trainer
+
+from _common import parser, pyplot, save  # examples/_common.py
 
 A_TRUE = np.array([[-0.1, 2.0], [-2.0, -0.1]])
 Y0 = np.array([2.0, 0.0])
@@ -42,12 +42,9 @@ def neural_model():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short run (CI)")
+    ap = parser(__doc__, "short run (CI)")
     ap.add_argument("--iterations", type=int, default=None, help="Adam iterations (default 3000; --quick 300)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     iterations = args.iterations or (300 if args.quick else 3000)
 
@@ -75,15 +72,9 @@ def main(argv=None):
     pred = trainer.predict(TS, theta=res.theta).z
     out = dict(batch_loss_first=float(h["loss"][0]), batch_loss_last50=float(np.mean(h["loss"][-50:])),
                eval_initial=float(h["eval_loss"][0]), eval_best=float(res.loss), ms_per_iteration=per_it * 1e3)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'symode[examples]')")
+    plt = pyplot()
+    if plt is None:
         return out
-    os.makedirs(args.out, exist_ok=True)
     fig, axs = plt.subplots(1, 3, figsize=(15, 4.3))
     ax = axs[0]
     ax.plot(TS, true_y[:, 0], "g-", lw=1.2, label="true y0")
@@ -116,12 +107,7 @@ def main(argv=None):
     ax.set_ylabel("mean |pred - true|")
     ax.set_title(f"loss ({per_it * 1e3:.1f} ms per iteration)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(args.out, "spiral_neural_ode.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"plot saved to {path}")
-    out["plot"] = path
+    out["plot"] = save(fig, args.out, "spiral_neural_ode.png")
     return out
 
 
