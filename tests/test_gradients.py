@@ -293,8 +293,9 @@ def test_recorded_solves_beyond_the_first_record_capacity():
     assert np.array_equal(g1.theta, g2.theta) and np.array_equal(g1.z0, g2.z0) and np.array_equal(g1.t, g2.t)
     assert g1.stats["forward"]["nfev"] == s.stats["nfev"]     # counts of the final pass only
     gc = lv.vjp(P1_Z0, P1_THETA, ts, cot, adjoint="checkpoint", **kw)
-    assert np.allclose(g1.theta, gc.theta, rtol=1e-6)
+    # discrete vs continuous adjoint on [0, 60] at rtol 1e-10: measured 1.5e-8 apart (the adjoint's own error)
+    assert np.allclose(g1.theta, gc.theta, rtol=1e-7, atol=0)
     # the checkpointed variant sizes its records from the step count of its first pass; its backward pass stops
     # at the segment ends, so it agrees with the one-segment run to the adjoint's tolerance (1e-10), not bitwise
     gk = lv.vjp(P1_Z0, P1_THETA, ts, cot, adjoint="checkpoint", checkpoints=8, **kw)
-    assert np.allclose(gk.theta, gc.theta, rtol=1e-8)
+    assert np.allclose(gk.theta, gc.theta, rtol=5e-9, atol=0)   # measured 3e-10

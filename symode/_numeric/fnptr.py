@@ -1,8 +1,8 @@
 """Call generated kernels from cached library loops through their addresses.
 
 Library loops are compiled once and cached on disk; they receive each model kernel as an integer address
-(``cfunc.address``) and call it with ``call_f(addr, t, z, theta, out)`` (and ``call_v``, ``call_l``,
-``call_lg``, ``call_lvg`` for the other signatures; ``call_j`` = ``call_f`` with a 2-D ``out``). The intrinsics pass the
+(``cfunc.address``) and call it with ``call_f(addr, t, z, theta, out)`` (and ``call_v``, ``call_lvg`` for the
+other signatures; ``call_j`` = ``call_f`` with a 2-D ``out``). The intrinsics pass the
 data pointers of the (C-contiguous) array arguments straight to the C function, so a call costs what a
 call through a C function pointer costs. Passing addresses (not dispatcher objects) keeps the Python call
 overhead at that of plain integer arguments and lets every loop hit Numba's disk cache whatever the model.
@@ -47,11 +47,6 @@ def _call3(typingctx, addr, t, a0, a1, a2):
 
 
 @intrinsic
-def _call4(typingctx, addr, t, a0, a1, a2, a3):
-    return _typed(addr, t, (a0, a1, a2, a3))
-
-
-@intrinsic
 def _call5(typingctx, addr, t, a0, a1, a2, a3, a4):
     return _typed(addr, t, (a0, a1, a2, a3, a4))
 
@@ -64,8 +59,6 @@ def _call6(typingctx, addr, t, a0, a1, a2, a3, a4, a5):
 call_f = _call3  # f(t, z, theta, out), jac_t
 call_j = _call3  # jac_z / jac_theta (t, z, theta, out (n, n) / (n, p))
 call_v = _call5  # vjp(t, z, theta, a, out_z, out_theta)
-call_l = _call4  # loss(t, z, theta, d, out)
-call_lg = _call5  # loss_grad(t, z, theta, d, out_z, out_theta)
 call_lvg = _call6  # loss_vg(t, z, theta, d, out, out_z, out_theta)
 
 

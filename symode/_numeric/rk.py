@@ -230,35 +230,6 @@ def _all_finite(x):
     return True
 
 
-@njit(**_OPTS)
-def _grow1(a):
-    out = np.empty(a.size * 2)
-    out[: a.size] = a
-    return out
-
-
-@njit(**_OPTS)
-def _grow2(a):
-    out = np.empty((a.shape[0] * 2, a.shape[1]))
-    out[: a.shape[0]] = a
-    return out
-
-
-@njit(**_OPTS)
-def _grow3(a):
-    out = np.empty((a.shape[0] * 2, a.shape[1], a.shape[2]))
-    out[: a.shape[0]] = a
-    return out
-
-
-@njit(**_OPTS)
-def _grow_records(rec_t, rec_h, rec_k, store_k):
-    """Double the capacity of the per-step records (called only when they are full)."""
-    if store_k:
-        rec_k = _grow3(rec_k)
-    return _grow1(rec_t), _grow1(rec_h), rec_k
-
-
 REC_CAP0 = 256  # first capacity of the per-step records; a solve that needs more is redone with 8x (see below)
 REC_GROW = 8
 
@@ -282,10 +253,8 @@ def integrate(mode, kern, n, p, theta, ts, y0,
         if res[0] != st.CAPACITY or record == 0:
             return res
         cap *= REC_GROW
-        for k in range(stats.size):
-            stats[k] = 0
-        for k in range(fstats.size):
-            fstats[k] = 0.0
+        stats[:] = 0
+        fstats[:] = 0.0
 
 
 @njit(**_OPTS)

@@ -432,10 +432,8 @@ def integrate(kern, n, theta, ts, y0,
         if res[0] != st.CAPACITY or record == 0:
             return res
         cap *= REC_GROW
-        for k in range(stats.size):
-            stats[k] = 0
-        for k in range(fstats.size):
-            fstats[k] = 0.0
+        stats[:] = 0
+        fstats[:] = 0.0
 
 
 @njit(**_OPTS)

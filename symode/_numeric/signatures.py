@@ -9,10 +9,8 @@ array arguments, ~0 with pointers). Library loops call them with arrays through 
 - ``J_SIG``: ``jac_z(t, z, theta, out)`` with out (n, n) row-major, ``jac_theta`` with out (n, p). Only
   structural nonzeros are written: callers zero ``out`` once.
 - ``V_SIG``: ``vjp(t, z, theta, a, out_z, out_theta)``: out_z = a^T df/dz, out_theta = a^T df/dtheta.
-- ``L_SIG``: ``loss(t, z, theta, d, out)``: a scalar loss term written to out[0] (d: data row).
-- ``LG_SIG``: ``loss_grad(t, z, theta, d, out_z, out_theta)``: its gradient (written, not accumulated).
-- ``LVG_SIG``: ``loss_vg(t, z, theta, d, out, out_z, out_theta)``: the term and its gradient in one call
-  (one CSE over both: what the gradient paths use).
+- ``LVG_SIG``: ``loss_vg(t, z, theta, d, out, out_z, out_theta)``: a scalar loss term (d: the data row) in
+  out[0] and its gradient in out_z, out_theta (written, not accumulated), with one CSE over both.
 """
 from numba import types
 
@@ -22,6 +20,4 @@ _p = types.CPointer(types.float64)
 F_SIG = types.void(_f8, _p, _p, _p)
 J_SIG = types.void(_f8, _p, _p, _p)
 V_SIG = types.void(_f8, _p, _p, _p, _p, _p)
-L_SIG = types.void(_f8, _p, _p, _p, _p)
-LG_SIG = types.void(_f8, _p, _p, _p, _p, _p)
 LVG_SIG = types.void(_f8, _p, _p, _p, _p, _p, _p)

@@ -120,18 +120,14 @@ class NetworkDerivatives:
         for b, cb in enumerate(nets.blocks):
             zs, ts, ths = set(), False, set()
             for d in self.PU[b]:
-                for key in d:
-                    if key[0] == "z":
-                        zs.add(key[1])
-                    elif key[0] == "p":
-                        ths.add(key[1])
-                    elif key[0] == "t":
-                        ts = True
-                    else:
-                        bb, rr = key[1], key[2]
-                        zs |= zdeps[bb]
-                        ts = ts or tdep[bb]
-                        ths |= thin[bb] | set(nets.blocks[bb].output_param_columns(rr))
+                dz, dth, dt, outs = _direct_keys(d)
+                zs |= dz
+                ths |= dth
+                ts = ts or dt
+                for bb, rr in outs:
+                    zs |= zdeps[bb]
+                    ts = ts or tdep[bb]
+                    ths |= thin[bb] | set(nets.blocks[bb].output_param_columns(rr))
             zdeps.append(zs)
             tdep.append(ts)
             thin.append(ths)
@@ -139,25 +135,17 @@ class NetworkDerivatives:
         pz, pth, trows = [], [], []
         rows_z, rows_th, rows_t = [], [], []
         for i, d in enumerate(self.PF):
-            zs, ths, ts = set(), set(), False
+            zs, ths, ts, outs = _direct_keys(d)
             via_z = via_th = via_t = False
-            for key in d:
-                if key[0] == "z":
-                    zs.add(key[1])
-                elif key[0] == "p":
-                    ths.add(key[1])
-                elif key[0] == "t":
+            for b, r in outs:
+                if zdeps[b]:
+                    via_z = True
+                    zs |= zdeps[b]
+                via_th = True
+                ths |= thin[b] | set(nets.blocks[b].output_param_columns(r))
+                if tdep[b]:
+                    via_t = True
                     ts = True
-                else:
-                    b, r = key[1], key[2]
-                    if zdeps[b]:
-                        via_z = True
-                        zs |= zdeps[b]
-                    via_th = True
-                    ths |= thin[b] | set(nets.blocks[b].output_param_columns(r))
-                    if tdep[b]:
-                        via_t = True
-                        ts = True
             pz.extend((i, j) for j in sorted(zs))
             pth.extend((i, k) for k in sorted(ths))
             if ts:
@@ -215,3 +203,19 @@ def derivatives(model):
     if getattr(model, "networks", None) is not None:
         return NetworkDerivatives(model)
     return Derivatives(model)
+
+
+def _direct_keys(d):
+    """Split the keys of a partial-derivative dict: (state indices, parameter indices, depends on t, the
+    (block, row) network outputs it goes through)."""
+    zs, ths, ts, outs = set(), set(), False, []
+    for key in d:
+        if key[0] == "z":
+            zs.add(key[1])
+        elif key[0] == "p":
+            ths.add(key[1])
+        elif key[0] == "t":
+            ts = True
+        else:
+            outs.append((key[1], key[2]))
+    return zs, ths, ts, outs
