@@ -16,7 +16,10 @@ def is_batch(z0, theta):
     return nz == 2 or nt == 2
 
 
-def _broadcast(model, z0, theta):
+def _broadcast(model, z0, theta, expand=True):
+    """z0 and theta as C-contiguous float64 arrays (B, n) and (B, p), checked. With ``expand=False`` an input
+    without a batch dimension stays one row (the compiled batch loops share it across the members, no copy)
+    and the batch size is returned as a third value."""
     n, p = model.n_states, model.n_params
     Z = np.array(z0, dtype=np.float64, order="C", copy=True)
     T = np.array(theta, dtype=np.float64, order="C", copy=True)
@@ -33,14 +36,16 @@ def _broadcast(model, z0, theta):
     B = max(Z.shape[0], T.shape[0])
     if Z.shape[0] not in (1, B) or T.shape[0] not in (1, B):
         raise InputValidationError(f"batch sizes of `z0` ({Z.shape[0]}) and `theta` ({T.shape[0]}) do not broadcast")
-    if Z.shape[0] != B:
-        Z = np.array(np.broadcast_to(Z, (B, n)), dtype=np.float64, order="C", copy=True)
-    if T.shape[0] != B:
-        T = np.array(np.broadcast_to(T, (B, p)), dtype=np.float64, order="C", copy=True)
     for name, arr in (("z0", Z), ("theta", T)):
         if not np.isfinite(arr).all():
             bad = np.argwhere(~np.isfinite(arr))
             raise InputValidationError(f"`{name}`[{bad[0][0]}, {bad[0][1]}] is not finite")
+    if not expand:
+        return Z, T, B
+    if Z.shape[0] != B:
+        Z = np.array(np.broadcast_to(Z, (B, n)), dtype=np.float64, order="C", copy=True)
+    if T.shape[0] != B:
+        T = np.array(np.broadcast_to(T, (B, p)), dtype=np.float64, order="C", copy=True)
     return Z, T
 
 
@@ -55,9 +60,9 @@ def _common(model, opts):
 
 
 def solve_batch(model, z0, theta, ts, opts, throw):
-    Z, T = _broadcast(model, z0, theta)
+    Z, T, B = _broadcast(model, z0, theta, expand=False)
     ts = V.times(ts)
-    B, n, m = Z.shape[0], model.n_states, ts.size
+    n, m = model.n_states, ts.size
     out = np.empty((B, m, n))
     status = np.zeros(B, dtype=np.int64)
     stats = np.zeros((B, 8), dtype=np.int64)
@@ -87,17 +92,23 @@ def batch_solution(ts, out, status, t_reached, stats, opts, throw):
 
 
 _NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+_NO_DATA = np.zeros((1, 1, 1))      # loss data rows of a batch without a loss (one shared, never read)
+_NO_FAILED = np.zeros(0, dtype=np.int64)
 
 
-def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=None, grad_t=True):
-    """Batched discrete-adjoint gradients. ``loss`` = (kernel addresses, data rows (B, m, w), summed rows):
+def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=None, grad_t=True, batch=None):
+    """Batched discrete-adjoint gradients. ``loss`` = (kernel addresses, data rows (B or 1, m, w), summed rows):
     a compiled loss evaluated on each member's own solution (``cotangent`` is then ignored) and the Gradient
-    gets ``value`` (per member, or summed with ``reduce="sum"``)."""
-    if loss is None:  # (with a loss, value_and_grad has broadcast and checked z0, theta and ts already)
-        z0, theta = _broadcast(model, z0, theta)
+    gets ``value`` (per member, or summed with ``reduce="sum"``). With a loss the caller has checked z0, theta
+    (rows: B or 1, shared) and ts already and passes the batch size as ``batch``."""
+    if reduce not in (None, "sum"):
+        raise InputValidationError(f"`reduce` must be None (per-sample) or 'sum', got {reduce!r}")
+    if loss is None:
+        Z, T, B = _broadcast(model, z0, theta, expand=False)
         ts = V.times(ts)
-    Z, T = z0, theta
-    B, n, p, m = Z.shape[0], model.n_states, model.n_params, ts.size
+    else:
+        Z, T, B = z0, theta, batch
+    n, p, m = model.n_states, model.n_params, ts.size
     if loss is None:
         C = np.array(cotangent, dtype=np.float64)
         if C.ndim == 2:
@@ -109,35 +120,35 @@ def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=No
             raise InputValidationError("`cotangent` contains NaN or inf")
         C = np.array(C, dtype=np.float64, order="C", copy=True)
         laddr, lrows = _NO_LOSS
-        LD = np.zeros((B, 1, 1))
+        LD = _NO_DATA
     else:
         laddr, LD, lrows = loss
         C = np.zeros((B, m, n))
-    values = np.zeros(B)
+    values = np.empty(B)
     out = np.empty((B, m, n))
     gz, gp, gt = np.empty((B, n)), np.empty((B, p)), np.empty((B, m))
-    status = np.zeros(B, dtype=np.int64)
+    status = np.empty(B, dtype=np.int64)
     stats = np.zeros((B, 8), dtype=np.int64)
     nb_batch.batch_vjp_discrete(model.compiled.kern, n, p, T, ts, Z, C, laddr, LD, lrows, values,
                                 *_common(model, opts), out, gz, gp, gt, status, stats, model._rec_cap, grad_t)
-    model._note_steps(int(stats[:, 2].max()) if B else 0)
-    failed = np.flatnonzero(status != _status.SUCCESS)
+    if B:
+        model._note_steps(int(stats[:, 2].max()))
+    failed = np.flatnonzero(status) if status.any() else _NO_FAILED   # status 0 = success
     if failed.size and throw:
         raise IntegrationError(f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()})",
                                status=int(status[failed[0]]))
-    sol = Solution(t=ts, z=out, stats=dict(nfev=stats[:, 0].copy(), failed=failed), status=int(status.max()))
+    sol = Solution(t=ts, z=out, stats=dict(nfev=stats[:, 0].copy(), failed=failed),
+                   status=int(status.max()) if B else _status.SUCCESS)
     sol.statuses = status
     if reduce == "sum":
         g = Gradient(z0=gz.sum(0), theta=gp.sum(0), t=gt.sum(0) if grad_t else None, solution=sol)
         if loss is not None:
             g.value = float(values.sum())
-    elif reduce is None:
+    else:
         g = Gradient(z0=gz, theta=gp, t=gt if grad_t else None, solution=sol)
         if loss is not None:
             g.value = values
-    else:
-        raise InputValidationError(f"`reduce` must be None (per-sample) or 'sum', got {reduce!r}")
-    if not (np.isfinite(g.z0).all() and np.isfinite(g.theta).all()) and not failed.size:
+    if not failed.size and not (np.isfinite(g.z0).all() and np.isfinite(g.theta).all()):
         raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
     g.statuses = status
     return g

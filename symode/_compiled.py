@@ -66,7 +66,8 @@ def _too_large(size, limit, when):
 
 def _abi_digest(*modules):
     """Hash of the library sources that generated modules import (kernel signatures, the stack-array
-    intrinsic): Numba would not notice a change there in a cached kernel, so it is part of every model's key."""
+    intrinsic, the vectorisable activations): Numba would not notice a change there in a cached kernel, so it
+    is part of every model's key."""
     import hashlib
 
     h = hashlib.sha256()
@@ -83,9 +84,10 @@ def versions_tag():
     import sympy
 
     from ._codegen.emit import EMIT_REVISION
-    from ._numeric import fnptr, signatures
+    from ._numeric import fnptr, signatures, vmath
 
-    return (f"symode={__version__};codegen={CODEGEN_VERSION};emit={EMIT_REVISION};abi={_abi_digest(fnptr, signatures)};"
+    abi = _abi_digest(fnptr, signatures, vmath)
+    return (f"symode={__version__};codegen={CODEGEN_VERSION};emit={EMIT_REVISION};abi={abi};"
             f"sympy={sympy.__version__};numba={numba.__version__};"
             f"llvmlite={llvmlite.__version__};numpy={np.__version__};python={sys.version_info[:3]};"
             f"machine={platform.machine()}")

@@ -22,13 +22,14 @@ from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel
 from ._compiled import _END, versions_tag
 from ._errors import InputValidationError, ModelError
 from . import _validate as V
-from ._batch import is_batch
+from ._batch import _broadcast, is_batch, vjp_batch
 from ._gradients import FusedLoss, vjp
 from ._numeric.losses import eval_loss_rows
 from ._version import __version__
 
 
-LOSS_REVISION = "2"  # part of a loss module's cache key (2: one kernel for the value and the gradient)
+LOSS_REVISION = "3"  # part of a loss module's cache key (2: one kernel for the value and the gradient;
+#                      3: no dL/dtheta code for a loss without parameters)
 
 
 class FinalLoss:
@@ -93,8 +94,10 @@ class CompiledLoss:
         mapping.update(zip(list(data_symbols) + list(weights), d_c))
         e_c = expr_w.xreplace(mapping)
         self.term_uses = term_uses
+        self._rows = {}
         self.n_data = len(data_symbols)
         self.n_terms = len(terms) if data_symbols else 0
+        uses_theta = bool(e_c.free_symbols & set(sym.theta_c))
         tag = sym.key() + f"|loss{LOSS_REVISION}|" + sp.srepr(e_c) + versions_tag()
         h = hashlib.sha256(tag.encode()).hexdigest()
         key = "L" + h[:40]
@@ -104,7 +107,9 @@ class CompiledLoss:
             smap = base_symbol_map(sym)
             smap.update({s: f"d[{j}]" for j, s in enumerate(d_c)})
             grads = [(f"out_z[{i}]", sp.diff(e_c, z)) for i, z in enumerate(sym.z_c)]
-            grads += [(f"out_theta[{k}]", sp.diff(e_c, th)) for k, th in enumerate(sym.theta_c)]
+            # a loss without parameters leaves out_theta untouched (eval_loss_rows does not read it: addr[1] = 0)
+            if uses_theta:
+                grads += [(f"out_theta[{k}]", sp.diff(e_c, th)) for k, th in enumerate(sym.theta_c)]
             shp = dict(z=(sym.n,), theta=(sym.p,), d=(max(len(d_c), 1),))
             specs = [KernelSpec("loss_vg", "LVG_SIG", ["t", "z", "theta", "d", "out", "out_z", "out_theta"],
                                 [("out[0]", e_c)] + grads,
@@ -113,7 +118,17 @@ class CompiledLoss:
             text += _END
             loader.write_atomic(path, text)
         mod = loader.import_module(key, path)
-        self.addr = np.array([mod.loss_vg.address], dtype=np.int64)
+        self.addr = np.array([mod.loss_vg.address, int(uses_theta)], dtype=np.int64)
+
+    def rows(self, m, final):
+        """The output rows the loss is summed over (the last one for a final-state loss), cached per m."""
+        key = (m, final)
+        r = self._rows.get(key)
+        if r is None:
+            r = np.array([m - 1], dtype=np.int64) if final else np.arange(m, dtype=np.int64)
+            if len(self._rows) < 64:
+                self._rows[key] = r
+        return r
 
     def data_rows(self, data, m, batch=None):
         """Return the (m, n_data + n_terms) array passed as ``d``: data with NaN -> 0 and term weights (1, or 0
@@ -121,21 +136,23 @@ class CompiledLoss:
         lead = () if batch is None else (batch,)
         if self.n_data == 0:
             return np.zeros(lead + (m, 1))
-        D = np.array(data, dtype=np.float64)
+        D = np.asarray(data, dtype=np.float64)
         if batch is None and D.ndim == 1 and self.n_data == 1:
             D = D.reshape(-1, 1)
         if D.shape != lead + (m, self.n_data):
             want = ", ".join(map(str, lead + (m, self.n_data)))
             raise InputValidationError(f"`data` has shape {D.shape}; expected ({want}): "
                                        + ("(batch, " if lead else "(") + "len(ts), number of data symbols)")
+        out = np.empty(lead + (m, self.n_data + self.n_terms))
+        out[..., :self.n_data] = D
+        out[..., self.n_data:] = 1.0
         finite = np.isfinite(D)
-        W = np.ones(lead + (m, self.n_terms))
         if not finite.all():
             for k, uses in enumerate(self.term_uses):
                 if uses:
-                    W[..., k] = np.all(finite[..., uses], axis=-1)
-            D = np.where(finite, D, 0.0)
-        return np.ascontiguousarray(np.concatenate([D, W], axis=-1))
+                    out[..., self.n_data + k] = np.all(finite[..., uses], axis=-1)
+            out[..., :self.n_data][~finite] = 0.0
+        return out
 
 
 def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **solver_kwargs):
@@ -191,9 +208,8 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
 
 def _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, kw):
     """Batched value_and_grad: z0 (B, n) and/or theta (B, p); ``data`` (m, w) shared or (B, m, w) per member.
-    One compiled parallel call: each member's forward solve, loss, cotangent and discrete-adjoint sweep."""
-    from ._batch import _broadcast, vjp_batch
-
+    One compiled parallel call: each member's forward solve, loss, cotangent and discrete-adjoint sweep.
+    Shared inputs (z0, theta or data without a batch dimension) are passed as one row, not copied B times."""
     if adjoint != "discrete":
         raise InputValidationError("batched value_and_grad uses adjoint='discrete' (the others run per trajectory)")
     if isinstance(loss, (sp.Basic, FinalLoss)):
@@ -207,11 +223,11 @@ def _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, kw):
     else:
         raise InputValidationError(f"batched value_and_grad takes a SymPy expression, FinalLoss or ObservationLoss, "
                                    f"not {type(loss).__name__}")
-    Z, T = _broadcast(model, z0, theta)
+    Z, T, B = _broadcast(model, z0, theta, expand=False)
     tsv = V.times(ts)
-    B, m = Z.shape[0], tsv.size
+    m = tsv.size
     if summed == "final" or cl.n_data == 0:
-        D = np.broadcast_to(cl.data_rows(None, m), (B, m, max(cl.n_data + cl.n_terms, 1)))
+        D = cl.data_rows(None, m)[None]
     else:
         arr = np.asarray(data, dtype=np.float64)
         if arr.ndim == 3:
@@ -219,10 +235,8 @@ def _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, kw):
                 raise InputValidationError(f"`data` has {arr.shape[0]} members; the batch has {B}")
             D = cl.data_rows(arr, m, batch=B)
         else:
-            D1 = cl.data_rows(arr, m)
-            D = np.broadcast_to(D1, (B,) + D1.shape)
-    D = np.ascontiguousarray(D)
-    rows = np.array([m - 1], dtype=np.int64) if summed == "final" else np.arange(m, dtype=np.int64)
+            D = cl.data_rows(arr, m)[None]
+    rows = cl.rows(m, summed == "final")
     reduce = kw.pop("reduce", None)
     grad_t = kw.pop("grad_t", True)
     throw = kw.pop("throw", True)
@@ -230,7 +244,8 @@ def _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, kw):
                           kw.pop("max_steps", 100_000), kw.pop("dt_max", None), kw.pop("controller", None))
     if kw:
         raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kw))}")
-    return vjp_batch(model, Z, T, tsv, None, opts, throw, reduce=reduce, loss=(cl.addr, D, rows), grad_t=grad_t)
+    return vjp_batch(model, Z, T, tsv, None, opts, throw, reduce=reduce, loss=(cl.addr, D, rows), grad_t=grad_t,
+                     batch=B)
 
 
 def _solve_kwargs(kw):
@@ -239,11 +254,17 @@ def _solve_kwargs(kw):
 
 
 def _compiled_loss(model, expr, data_symbols):
-    key = (sp.sympify(expr), tuple(data_symbols))  # SymPy expressions hash structurally (and cache their hash)
     cache = model.__dict__.setdefault("_loss_cache", {})
+    hit = cache.get((id(expr), id(data_symbols)))
+    if hit is not None and hit[0] is expr and hit[1] is data_symbols:
+        return hit[2]
+    key = (sp.sympify(expr), tuple(data_symbols))  # SymPy expressions hash structurally (and cache their hash)
     if key not in cache:
         cache[key] = CompiledLoss(model, expr, data_symbols)
-    return cache[key]
+    cl = cache[key]
+    if len(cache) < 256:   # identity shortcut for the objects of a training loop (they stay referenced here)
+        cache[(id(expr), id(data_symbols))] = (expr, data_symbols, cl)
+    return cl
 
 
 def _running_cost(model, loss, z0, theta, ts, adjoint, solver_kwargs):

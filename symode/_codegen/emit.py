@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, cfunc, carray
 from symode._numeric.signatures import F_SIG, J_SIG, V_SIG, LVG_SIG
 from symode._numeric.fnptr import stack_empty
+from symode._numeric.vmath import vtanh, vsigmoid
 
 _OPTS = dict(cache=True, error_model="numpy")
 '''
@@ -247,11 +248,25 @@ def emit_module(model, derivs, key, version, extra_specs=(), use_cse=True):
 # sweeps with a = e_i; only the structural nonzeros of each row are copied out. Every intermediate lives in
 # one work array ``w`` at fixed offsets, so helpers share it and the code size is O(layers + physics).
 
-NET_CODEGEN = "4"  # part of the cache key of network models: bump when their generated code changes
+NET_CODEGEN = "5"  # part of the cache key of network models: bump when their generated code changes
+
+# Activations applied in a loop of their own after the layer's matrix-vector product, with the vectorisable
+# functions of symode._numeric.vmath: the loop compiles to SIMD code (tanh 2.6 ns against 10-13 ns for
+# math.tanh, which is a C library call that blocks vectorisation; P2's iteration is dominated by them).
+_ACT_VEC = {
+    "tanh": "vtanh",
+    "sigmoid": "vsigmoid",
+}
+_VEC = 8  # lanes of the widest SIMD registers (AVX-512 doubles)
+
+
+def _vec_len(n):
+    """An activation loop's length rounded up to whole SIMD vectors (the region is padded): LLVM finishes a
+    vectorised loop with a scalar one, and 50 tanh cost 138 ns against 115 ns for 56 (measured)."""
+    return n if n < _VEC else -(-n // _VEC) * _VEC
+
 
 _ACT_FWD = {
-    "tanh": "math.tanh(s)",
-    "sigmoid": "(1.0 / (1.0 + math.exp(-s)) if s >= 0.0 else math.exp(s) / (1.0 + math.exp(s)))",
     "relu": "(s if s > 0.0 else 0.0)",
     "softplus": "(s + math.log1p(math.exp(-s)) if s > 0.0 else math.log1p(math.exp(s)))",
     "identity": "s",
@@ -280,9 +295,9 @@ class _NetLayout:
             self.U.append(o)
             o += cb.n_in
             ys = []
-            for _n_in, n_out, _a, _b in cb.layers:
+            for _n_in, n_out, act, _b in cb.layers:
                 ys.append(o)
-                o += n_out
+                o += _vec_len(n_out) if act in _ACT_VEC else n_out
             self.Y.append(ys)
         self.slot0 = o
         self.n, self.p = n, p
@@ -342,7 +357,15 @@ def _block_fwd_source(cb, lay):
             lines += [f"        s = theta[{ob} + i]" if bias else "        s = 0.0",
                       f"        for j in range({n_in}):",
                       f"            s += theta[r + j] * w[{x} + j]"]
-        lines.append(f"        w[{y} + i] = {_ACT_FWD[act]}")
+        if act in _ACT_VEC:
+            lines.append(f"        w[{y} + i] = s")
+            npad = _vec_len(n_out)
+            if npad > n_out:
+                lines += [f"    for i in range({n_out}, {npad}):", f"        w[{y} + i] = 0.0"]
+            lines += [f"    for i in range({npad}):",
+                      f"        w[{y} + i] = {_ACT_VEC[act]}(w[{y} + i])"]
+        else:
+            lines.append(f"        w[{y} + i] = {_ACT_FWD[act]}")
         x = y
     return "\n".join(lines) + "\n"
 

@@ -17,6 +17,12 @@ _OPTS = dict(cache=True, error_model="numpy", nogil=True, parallel=True)
 _SERIAL = dict(cache=True, error_model="numpy", nogil=True)
 
 
+@njit(inline="always")
+def _member(x, b):
+    """Row b of a per-member array, or its only row when it is shared by the whole batch."""
+    return x[b] if x.shape[0] > 1 else x[0]
+
+
 @njit(**_SERIAL)
 def _placeholders(n, s):
     """Arrays a plain forward solve passes for the jump and recorded-segment arguments (never written)."""
@@ -91,14 +97,15 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
 @njit(**_OPTS)
 def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive,
                 rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, status, stats, t_reached):
-    """Solve B trajectories: y0s (B, n), thetas (B, p) -> out_y (B, m, n), status (B,), stats (B, 8)."""
-    B = y0s.shape[0]
+    """Solve B trajectories: y0s (B, n), thetas (B, p) -> out_y (B, m, n), status (B,), stats (B, 8).
+    y0s or thetas may have one row, shared by every member (no broadcast copy)."""
+    B = out_y.shape[0]
     m = ts.size
     jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)  # read-only: shared
     for b in prange(B):
         fst = np.zeros(4)
-        res = integrate(MODE_F, kern, n, p, thetas[b], ts, y0s[b], rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
-                        error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
+        res = integrate(MODE_F, kern, n, p, _member(thetas, b), ts, _member(y0s, b), rk_a, rk_b, rk_b_error, rk_c,
+                        rk_dense, fsal, error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
                         False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 0, out_y[b], stats[b], fst)
         status[b] = res[0]
         t_reached[b] = fst[0]
@@ -117,12 +124,14 @@ def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, los
     """Per-trajectory discrete-adjoint gradients: cots (B, m, n) -> g_z0 (B, n), g_theta (B, p), g_t (B, m).
     With a compiled loss (``loss_addr`` not empty; data rows ``loss_d`` (B, m, w)) each member's loss value goes
     to ``values[b]`` and its cotangent, computed from its own solution, to ``cots[b]`` (zeros on entry).
-    Each trajectory runs exactly the single-trajectory kernel, so results equal solo calls bit for bit."""
-    B = y0s.shape[0]
+    Each trajectory runs exactly the single-trajectory kernel, so results equal solo calls bit for bit.
+    y0s, thetas and loss_d may have one row, shared by every member (no broadcast copy)."""
+    B = out_y.shape[0]
     for b in prange(B):
         fst = np.zeros(4)
         g_loss = np.zeros(max(p, 1))
-        res = vjp_discrete_one(kern, n, p, thetas[b], ts, y0s[b], cots[b], loss_addr, loss_d[b], loss_rows, g_loss,
+        res = vjp_discrete_one(kern, n, p, _member(thetas, b), ts, _member(y0s, b), cots[b], loss_addr,
+                               _member(loss_d, b), loss_rows, g_loss,
                                rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init,
                                h_max, dt_fixed, max_steps, ctrl, out_y[b], g_z0[b], g_theta[b], g_t[b], stats[b], fst,
                                0, rec_cap, want_t)

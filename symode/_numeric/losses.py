@@ -8,8 +8,10 @@ from .fnptr import call_lvg
 @njit(cache=True, error_model="numpy", nogil=True)
 def eval_loss_rows(addr, ts, zs, theta, D, rows, cot, gtheta):
     """Sum the loss over the selected rows; write dL/dz(ts[i]) into cot[i] and add dL/dtheta into gtheta.
-    ``addr[0]``: the generated ``loss_vg`` kernel (value and gradient of one row's term in one call)."""
+    ``addr[0]``: the generated ``loss_vg`` kernel (value and gradient of one row's term in one call);
+    ``addr[1]`` = 0: the loss has no parameters (the kernel leaves its dL/dtheta output alone)."""
     lvg = addr[0]
+    with_theta = addr.size < 2 or addr[1] != 0
     n = zs.shape[1]
     out = np.zeros(1)
     gz = np.zeros(n)
@@ -20,6 +22,7 @@ def eval_loss_rows(addr, ts, zs, theta, D, rows, cot, gtheta):
         total += out[0]
         for q in range(n):
             cot[r, q] += gz[q]
-        for k in range(gtheta.size):
-            gtheta[k] += gp[k]
+        if with_theta:
+            for k in range(gtheta.size):
+                gtheta[k] += gp[k]
     return total
