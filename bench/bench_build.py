@@ -176,15 +176,15 @@ def p2_gradient_timings(repeats=7):
     # compiled parts only: the forward solve with recorded stages and the reverse sweep
     opts = model._options("dopri5", 1e-7, 1e-9, None, 100000, None, None)
     a, b, be, c, dense, fsal, eo = opts[0].packed()
-    fwd = model._integrate(rk.MODE_F, y0s[0], theta, tb, opts, record=2)
+    fwd = model._integrate(rk.MODE_F, y0s[0], theta, tb, opts, record=3)
     kern = model.compiled.kern
     ybar, gth = np.empty(2), np.empty(theta.size)
 
     def sweep():
         adj.discrete_sweep(kern, 2, theta.size, theta, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"], fwd["rec_k"], a, b,
-                           c, dense, fwd["out_step"], fwd["out_frac"], cot1, ybar, gth)
+                           c, dense, fwd["out_step"], fwd["out_frac"], cot1, ybar, gth, fwd["rec_w"])
 
-    out["forward_integrate_s"] = best(lambda: model._integrate(rk.MODE_F, y0s[0], theta, tb, opts, record=2), 200)
+    out["forward_integrate_s"] = best(lambda: model._integrate(rk.MODE_F, y0s[0], theta, tb, opts, record=3), 200)
     out["discrete_sweep_s"] = best(sweep, 200)
 
     @njit

@@ -142,8 +142,11 @@ class CompiledModel:
             self.module = loader.import_module(key, path)
             self.timings["import"] = time.perf_counter() - t3
         mod = self.module
+        # [f, jac_z, jac_theta, jac_t, vjp, f_rec, vjp_rec, W_REC]: network models add the pair that lets the
+        # discrete adjoint reuse the activations of the forward solve (see signatures.FW_SIG); 0 elsewhere
+        rec = [mod.f_rec.address, mod.vjp_rec.address, mod.W_REC] if hasattr(mod, "f_rec") else [0, 0, 0]
         self.kern = np.array([mod.f.address, mod.jac_z.address, mod.jac_theta.address, mod.jac_t.address,
-                              mod.vjp.address], dtype=np.int64)
+                              mod.vjp.address] + rec, dtype=np.int64)
         self.jac_z_pattern = tuple(mod.JAC_Z_PATTERN)
         if hasattr(mod, "JAC_THETA_PATTERN_RUNS"):  # network models: (row, ((lo, hi), ...)) per row
             self.jac_theta_pattern = tuple((i, k) for i, runs in mod.JAC_THETA_PATTERN_RUNS

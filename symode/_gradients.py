@@ -125,7 +125,8 @@ def vjp(model, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method="dopri5
         ybar = np.empty(n)
         gth = np.empty(max(p, 1))
         adj.discrete_sweep(model.compiled.kern, n, p, theta, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"],
-                           fwd["rec_k"], a, b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth)
+                           fwd["rec_k"], a, b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth,
+                           fwd["rec_w"])
         a0plus = ybar.copy()
         stats = dict(forward=sol.stats, steps_recorded=int(fwd["rec_t"].size))
         return _extra(_finish(model, sol, theta, ts, cot, a0plus, gth[:p], stats), extra)

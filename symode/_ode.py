@@ -377,11 +377,11 @@ class ODE:
                            stop_at_ts, use_jumps, jadd, jset, mask,
                            seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats, _CLOCK,
                            self._rec_cap if rec_cap is None else rec_cap)
-        status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec = res
+        status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec, rec_w = res
         if record and mode == rk.MODE_F:
             self._note_steps(int(n_rec))
         return dict(status=int(status), t_stiff=float(fstats[1]), out_y=out_y, out_step=out_step, out_frac=out_frac, rec_t=rec_t,
-                    rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, stats=stats, t_reached=float(fstats[0]), method=meth)
+                    rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, rec_w=rec_w, stats=stats, t_reached=float(fstats[0]), method=meth)
 
     def _make_solution(self, ts, res, meth, max_steps, throw, n=None):
         n = self.n_states if n is None else n

@@ -280,7 +280,8 @@ def test_extra_stages_carry_the_interior_cotangents():
     for name, A in (("full", a), ("cut", np.where(np.arange(16)[:, None] >= 13, 0.0, a))):
         ybar, gth = np.empty(2), np.empty(4)
         adj.discrete_sweep(m.compiled.kern, 2, 4, P1_THETA, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"], fwd["rec_k"],
-                           np.ascontiguousarray(A), b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth)
+                           np.ascontiguousarray(A), b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth,
+                           fwd["rec_w"])
         g[name] = np.concatenate([ybar + cot[0], gth])
     ref = m.vjp(P1_Z0, P1_THETA, ts, cot, **FIXED)
     assert np.max(np.abs(g["full"] - np.concatenate([ref.z0, ref.theta]))) < 1e-12 * np.max(np.abs(g["full"]))

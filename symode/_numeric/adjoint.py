@@ -19,7 +19,7 @@ i.e. y_{k+1}; its cotangent goes back through a_12l = b_l).
 import numpy as np
 from numba import njit
 
-from .fnptr import call_v
+from .fnptr import call_v, call_vw
 from .rk import dense_weight
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
@@ -27,10 +27,14 @@ _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 
 @njit(**_OPTS)
 def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk_c, rk_dense,
-                   out_step, out_frac, cotangent, ybar, gtheta):
+                   out_step, out_frac, cotangent, ybar, gtheta, rec_w):
     """Reverse sweep. On return ``ybar`` (n,) holds dL/dz0 without cotangent[0] (i.e. a(ts[0]+)) and
-    ``gtheta`` (p,) holds dL/dtheta. ``out_step[i]``/``out_frac[i]``: step and fraction of output i."""
+    ``gtheta`` (p,) holds dL/dtheta. ``out_step[i]``/``out_frac[i]``: step and fraction of output i.
+    ``rec_w`` (steps, s, W_REC): a network model's recorded activations per stage, used through ``vjp_rec``
+    (an empty array: the plain vjp recomputes them)."""
     va = kern[4]
+    wrec = rec_w.shape[0] > 0
+    vra = kern[6] if wrec else 0
     nsteps = rec_t.size
     s = rk_b.size
     m = out_step.size
@@ -88,7 +92,10 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
                 for l in range(j):
                     acc += rk_a[j, l] * rec_k[k, l, q]
                 Y[q] = rec_y[k, q] + h * acc
-            call_v(va, t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, wp)
+            if wrec:
+                call_vw(vra, t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, wp, rec_w[k, j])
+            else:
+                call_v(va, t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, wp)
             for kk in range(p):
                 gtheta[kk] += wp[kk]
             for q in range(n):

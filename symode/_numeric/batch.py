@@ -71,7 +71,7 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
     ybar = np.empty(n)
     gth = np.empty(max(p, 1))
     discrete_sweep(kern, n, p, theta, res[3], res[4], res[5], res[6], rk_a, rk_b, rk_c, rk_dense,
-                   res[1], res[2], cot, ybar, gth)
+                   res[1], res[2], cot, ybar, gth, res[8])
     for q in range(n):
         g_z0[q] = ybar[q] + cot[0, q]
     for k in range(p):

@@ -47,6 +47,11 @@ def _call3(typingctx, addr, t, a0, a1, a2):
 
 
 @intrinsic
+def _call4(typingctx, addr, t, a0, a1, a2, a3):
+    return _typed(addr, t, (a0, a1, a2, a3))
+
+
+@intrinsic
 def _call5(typingctx, addr, t, a0, a1, a2, a3, a4):
     return _typed(addr, t, (a0, a1, a2, a3, a4))
 
@@ -60,6 +65,8 @@ call_f = _call3  # f(t, z, theta, out), jac_t
 call_j = _call3  # jac_z / jac_theta (t, z, theta, out (n, n) / (n, p))
 call_v = _call5  # vjp(t, z, theta, a, out_z, out_theta)
 call_lvg = _call6  # loss_vg(t, z, theta, d, out, out_z, out_theta)
+call_fw = _call4  # f_rec(t, z, theta, out, w): f keeping a network model's activations in w
+call_vw = _call6  # vjp_rec(t, z, theta, a, out_z, out_theta, w): vjp reusing them
 
 
 @intrinsic

@@ -8,7 +8,10 @@ With an FSAL method, stages after the FSAL stage (see ``step_stages``) serve onl
 (DOP853's three extra stages): a step computes them only when an output falls strictly inside it or when the
 stages are recorded for dense output (``record=2``). ``rk_b_error`` of length 2 s holds two error estimates
 (DOP853's 5th- and 3rd-order ones), combined by ``error_norm_dual``.
-Model kernels arrive as addresses in ``kern`` = [f, jac_z, jac_theta, jac_t, vjp].
+Model kernels arrive as addresses in ``kern`` = [f, jac_z, jac_theta, jac_t, vjp, f_rec, vjp_rec, W_REC].
+With a network model (``W_REC`` > 0) the discrete adjoint's recording pass (``record=3``) evaluates f through
+``f_rec``, which leaves each stage's activations in ``rec_w[step, stage]`` (W_REC entries), and the sweep's
+``vjp_rec`` starts from them instead of redoing the blocks' forward passes.
 """
 import math
 
@@ -17,7 +20,7 @@ from numba import njit
 
 from .. import _status as st
 from .clock import monotonic
-from .fnptr import call_f as _kf, call_j as _kj, call_v as _kv
+from .fnptr import call_f as _kf, call_fw as _kfw, call_j as _kj, call_v as _kv
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 _INLINE = dict(_OPTS, inline="always")
@@ -27,7 +30,7 @@ MODE_SENS = 1
 MODE_BACKSOLVE = 2
 MODE_ADJ = 3
 
-K_F, K_JZ, K_JP, K_JT, K_VJP = 0, 1, 2, 3, 4
+K_F, K_JZ, K_JP, K_JT, K_VJP, K_FREC, K_VREC, K_WREC = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 @njit(**_INLINE)
@@ -288,7 +291,9 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
 
     Returns
     -------
-    (status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec)
+    (status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec, rec_w)
+        rec_w (n_rec, s, W_REC): the stages' activations of a network model recorded with ``record=3`` (an
+        empty array otherwise).
         out_step[i], out_frac[i]: recorded step index and fraction in [0, 1] where ts[i] was output.
     """
     ny = y0.size
@@ -335,6 +340,11 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     n_ck = 0  # stored checkpoint states; the next one is due after ck_due more recorded steps
     ck_due = 0
     rec_k = np.empty((cap if store_k else 1, s, ny))
+    # network models, discrete-adjoint recording: every stage's activations (one spare row: a step's stages are
+    # written to row n_rec before the capacity check at its acceptance)
+    wrec = record == 3 and stride == 1 and mode == MODE_F and kern.size > K_WREC and kern[K_WREC] > 0
+    fwaddr = kern[K_FREC] if wrec else 0
+    rec_w = np.empty((cap + 1 if wrec else 0, s if wrec else 0, kern[K_WREC] if wrec else 0))
     n_rec = 0
     out_step = np.full(m, -1, dtype=np.int64)
     out_frac = np.zeros(m)
@@ -344,7 +354,7 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     fstats[0] = t
     status = st.SUCCESS
     if m == 1:
-        return status, out_step, out_frac, rec_t[:0], rec_h[:0], rec_y[:0], rec_k[:0], 0
+        return status, out_step, out_frac, rec_t[:0], rec_h[:0], rec_y[:0], rec_k[:0], 0, rec_w[:0]
     if use_jumps:
         # no jump at ts[0]: the caller prepares y0
         pass
@@ -353,7 +363,9 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     nsteps = 0
     nacc = 0
     nrej = 0
-    if mode == MODE_F:
+    if wrec:
+        _kfw(fwaddr, t, y, theta, K[0], rec_w[0, 0])
+    elif mode == MODE_F:
         _kf(faddr, t, y, theta, K[0])
     else:
         eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
@@ -362,7 +374,7 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     if not _all_finite(K[0]):
         status = st.NONFINITE
         stats[0] = nfev
-        return status, out_step, out_frac, rec_t[:0], rec_h[:0], rec_y[:0], rec_k[:0], 0
+        return status, out_step, out_frac, rec_t[:0], rec_h[:0], rec_y[:0], rec_k[:0], 0, rec_w[:0]
     i_next = 1
     t_end = ts[m - 1]
     if adaptive:
@@ -427,7 +439,9 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                     t_i = t_new
                 else:
                     t_i = t + rk_c[i] * h
-                if mode == MODE_F:
+                if wrec:
+                    _kfw(fwaddr, t_i, ytmp, theta, K[i], rec_w[n_rec, i])
+                elif mode == MODE_F:
                     _kf(faddr, t_i, ytmp, theta, K[i])
                 else:
                     eval_rhs(mode, kern, n, p, t_i, ytmp, theta, K[i], wz, wa, wp, J, Jp,
@@ -502,7 +516,9 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                         for j in range(i):
                             acc += rk_a[i, j] * K[j, q]
                         ytmp[q] = y[q] + h * acc
-                    if mode == MODE_F:
+                    if wrec:
+                        _kfw(fwaddr, t + rk_c[i] * h, ytmp, theta, K[i], rec_w[n_rec, i])
+                    elif mode == MODE_F:
                         _kf(faddr, t + rk_c[i] * h, ytmp, theta, K[i])
                     else:
                         eval_rhs(mode, kern, n, p, t + rk_c[i] * h, ytmp, theta, K[i], wz, wa, wp, J, Jp,
@@ -564,8 +580,12 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
             if fsal and not jumped:
                 for q in range(ny):
                     K[0, q] = K[s_step - 1, q]
+                if wrec:
+                    rec_w[n_rec, 0, :] = rec_w[n_rec - 1, s_step - 1, :]
             elif i_next < m:
-                if mode == MODE_F:
+                if wrec:
+                    _kfw(fwaddr, t, y, theta, K[0], rec_w[n_rec, 0])
+                elif mode == MODE_F:
                     _kf(faddr, t, y, theta, K[0])
                 else:
                     eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
@@ -600,7 +620,9 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                         for j in range(i):
                             acc += rk_a[i, j] * K[j, q]
                         ytmp[q] = y[q] + h * acc
-                    if mode == MODE_F:
+                    if wrec:
+                        _kfw(fwaddr, t + rk_c[i] * h, ytmp, theta, K[i], rec_w[n_rec, i])
+                    elif mode == MODE_F:
                         _kf(faddr, t + rk_c[i] * h, ytmp, theta, K[i])
                     else:
                         eval_rhs(mode, kern, n, p, t + rk_c[i] * h, ytmp, theta, K[i], wz, wa, wp, J, Jp,
@@ -647,7 +669,9 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                                 y[q] = jump_set[i_next, q]
                             else:
                                 y[q] += jump_add[i_next, q]
-                if mode == MODE_F:
+                if wrec:
+                    _kfw(fwaddr, t, y, theta, K[0], rec_w[n_rec, 0])
+                elif mode == MODE_F:
                     _kf(faddr, t, y, theta, K[0])
                 else:
                     eval_rhs(mode, kern, n, p, t, y, theta, K[0], wz, wa, wp, J, Jp,
@@ -664,7 +688,8 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     stats[2] = nacc
     stats[3] = nrej
     fstats[0] = t
-    return status, out_step, out_frac, rec_t[:n_rec], rec_h[:n_rec], rec_y[:n_ck], rec_k[:n_rec], n_rec
+    return (status, out_step, out_frac, rec_t[:n_rec], rec_h[:n_rec], rec_y[:n_ck], rec_k[:n_rec], n_rec,
+            rec_w[:n_rec])
 
 
 @njit(**_OPTS)

@@ -9,6 +9,11 @@ array arguments, ~0 with pointers). Library loops call them with arrays through 
 - ``J_SIG``: ``jac_z(t, z, theta, out)`` with out (n, n) row-major, ``jac_theta`` with out (n, p). Only
   structural nonzeros are written: callers zero ``out`` once.
 - ``V_SIG``: ``vjp(t, z, theta, a, out_z, out_theta)``: out_z = a^T df/dz, out_theta = a^T df/dtheta.
+- ``FW_SIG``: ``f_rec(t, z, theta, out, w)`` of network models: f with its work array in the caller's
+  ``w`` (``W_REC`` entries), which keeps the blocks' inputs and activations.
+- ``VW_SIG``: ``vjp_rec(t, z, theta, a, out_z, out_theta, w)``: the vjp at the same point, taking the
+  activations from that ``w`` instead of recomputing the blocks' forward passes (the discrete adjoint records
+  them per stage: the forward pass of a tanh network is about half the cost of its vjp).
 - ``LVG_SIG``: ``loss_vg(t, z, theta, d, out, out_z, out_theta)``: a scalar loss term (d: the data row) in
   out[0] and its gradient in out_z, out_theta (written, not accumulated), with one CSE over both.
 """
@@ -21,3 +26,5 @@ F_SIG = types.void(_f8, _p, _p, _p)
 J_SIG = types.void(_f8, _p, _p, _p)
 V_SIG = types.void(_f8, _p, _p, _p, _p, _p)
 LVG_SIG = types.void(_f8, _p, _p, _p, _p, _p, _p)
+FW_SIG = types.void(_f8, _p, _p, _p, _p)
+VW_SIG = types.void(_f8, _p, _p, _p, _p, _p, _p)
