@@ -37,7 +37,7 @@ def _broadcast(model, z0, theta, expand=True):
     if Z.shape[0] not in (1, B) or T.shape[0] not in (1, B):
         raise InputValidationError(f"batch sizes of `z0` ({Z.shape[0]}) and `theta` ({T.shape[0]}) do not broadcast")
     for name, arr in (("z0", Z), ("theta", T)):
-        if not np.isfinite(arr).all():
+        if V._finite_copy(arr.reshape(-1)).size != arr.size:     # compiled check (NumPy's costs ~2 us)
             bad = np.argwhere(~np.isfinite(arr))
             raise InputValidationError(f"`{name}`[{bad[0][0]}, {bad[0][1]}] is not finite")
     if not expand:
@@ -131,24 +131,26 @@ def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=No
     stats = np.zeros((B, 8), dtype=np.int64)
     nb_batch.batch_vjp_discrete(model.compiled.kern, n, p, T, ts, Z, C, laddr, LD, lrows, values,
                                 *_common(model, opts), out, gz, gp, gt, status, stats, model._rec_cap, grad_t)
-    if B:
-        model._note_steps(int(stats[:, 2].max()))
-    failed = np.flatnonzero(status) if status.any() else _NO_FAILED   # status 0 = success
-    if failed.size and throw:
+    want_sum = reduce == "sum"
+    sums = np.empty(n + p + m + 1 if want_sum else 0)
+    nacc, nfailed, finite = nb_batch.batch_epilogue(stats, status, gz, gp, gt, values, want_sum, sums)
+    model._note_steps(int(nacc))
+    failed = np.flatnonzero(status) if nfailed else _NO_FAILED   # status 0 = success
+    if nfailed and throw:
         raise IntegrationError(f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()})",
                                status=int(status[failed[0]]))
     sol = Solution(t=ts, z=out, stats=dict(nfev=stats[:, 0].copy(), failed=failed),
-                   status=int(status.max()) if B else _status.SUCCESS)
+                   status=int(status.max()) if nfailed else _status.SUCCESS)
     sol.statuses = status
-    if reduce == "sum":
-        g = Gradient(z0=gz.sum(0), theta=gp.sum(0), t=gt.sum(0) if grad_t else None, solution=sol)
+    if want_sum:
+        g = Gradient(z0=sums[:n], theta=sums[n:n + p], t=sums[n + p:n + p + m] if grad_t else None, solution=sol)
         if loss is not None:
-            g.value = float(values.sum())
+            g.value = float(sums[n + p + m])
     else:
         g = Gradient(z0=gz, theta=gp, t=gt if grad_t else None, solution=sol)
         if loss is not None:
             g.value = values
-    if not failed.size and not (np.isfinite(g.z0).all() and np.isfinite(g.theta).all()):
+    if not nfailed and not finite:
         raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
     g.statuses = status
     return g

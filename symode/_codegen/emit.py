@@ -248,7 +248,7 @@ def emit_module(model, derivs, key, version, extra_specs=(), use_cse=True):
 # sweeps with a = e_i; only the structural nonzeros of each row are copied out. Every intermediate lives in
 # one work array ``w`` at fixed offsets, so helpers share it and the code size is O(layers + physics).
 
-NET_CODEGEN = "6"  # part of the cache key of network models: bump when their generated code changes
+NET_CODEGEN = "7"  # part of the cache key of network models: bump when their generated code changes
 
 # Activations applied in a loop of their own after the layer's matrix-vector product, with the vectorisable
 # functions of symode._numeric.vmath: the loop compiles to SIMD code (tanh 2.6 ns against 10-13 ns for
@@ -372,7 +372,12 @@ def _block_fwd_source(cb, lay):
 
 def _block_bwd_source(cb, lay):
     """Back-propagation: cotangent of the outputs in w[C_b] -> cotangent of the inputs in w[G_b]; with
-    ``want_w`` the weight gradients are added to gth."""
+    ``want_w`` the weight gradients are added to gth.
+
+    Per layer, loops that vectorise: the activation's derivative scales the output cotangent in place
+    (d_i), the weight gradients are outer-product updates, and the input cotangent sum_i W_ij d_i is a loop over
+    j (contiguous rows) for wide inputs, or four partial sums over i per input for narrow ones (a
+    2-50-2 network's backward pass: 227 -> 140 ns, measured, against one loop doing everything per i)."""
     b = cb.index
     lines = ["@njit(**_OPTS)", f"def _nn{b}_bwd(theta, w, gth, want_w):"]
     nl = len(cb.layers)
@@ -386,20 +391,40 @@ def _block_bwd_source(cb, lay):
         x = lay.U[b] if li == 0 else lay.Y[b][li - 1]
         dst = lay.G[b] if li == 0 else scratch[li % 2]
         der = _ACT_DER[act]
-        dline = f"        d = w[{cin} + i]" if der is None else \
-            f"        y = w[{y} + i]\n        d = w[{cin} + i] * {der}"
-        lines += [f"    for j in range({n_in}):",
-                  f"        w[{dst} + j] = 0.0",
-                  f"    for i in range({n_out}):",
-                  dline,
-                  f"        r = {ow} + i * {n_in}",
-                  f"        for j in range({n_in}):",
-                  f"            w[{dst} + j] += theta[r + j] * d",
-                  "        if want_w:"]
+        if der is not None:
+            lines += [f"    for i in range({n_out}):",
+                      f"        y = w[{y} + i]",
+                      f"        w[{cin} + i] = w[{cin} + i] * {der}"]
+        lines.append("    if want_w:")
         if bias:
-            lines.append(f"            gth[{ob} + i] += d")
-        lines += [f"            for j in range({n_in}):",
+            lines += [f"        for i in range({n_out}):",
+                      f"            gth[{ob} + i] += w[{cin} + i]"]
+        lines += [f"        for i in range({n_out}):",
+                  f"            d = w[{cin} + i]",
+                  f"            r = {ow} + i * {n_in}",
+                  f"            for j in range({n_in}):",
                   f"                gth[r + j] += d * w[{x} + j]"]
+        if n_in >= 8 or n_out < 8:
+            lines += [f"    for j in range({n_in}):",
+                      f"        w[{dst} + j] = 0.0",
+                      f"    for i in range({n_out}):",
+                      f"        d = w[{cin} + i]",
+                      f"        r = {ow} + i * {n_in}",
+                      f"        for j in range({n_in}):",
+                      f"            w[{dst} + j] += theta[r + j] * d"]
+        else:
+            n4 = n_out - n_out % 4
+            lines += [f"    for j in range({n_in}):",
+                      "        s0 = 0.0", "        s1 = 0.0", "        s2 = 0.0", "        s3 = 0.0",
+                      f"        for i in range(0, {n4}, 4):",
+                      f"            s0 += theta[{ow} + i * {n_in} + j] * w[{cin} + i]",
+                      f"            s1 += theta[{ow} + (i + 1) * {n_in} + j] * w[{cin} + i + 1]",
+                      f"            s2 += theta[{ow} + (i + 2) * {n_in} + j] * w[{cin} + i + 2]",
+                      f"            s3 += theta[{ow} + (i + 3) * {n_in} + j] * w[{cin} + i + 3]"]
+            if n4 < n_out:
+                lines += [f"        for i in range({n4}, {n_out}):",
+                          f"            s0 += theta[{ow} + i * {n_in} + j] * w[{cin} + i]"]
+            lines.append(f"        w[{dst} + j] = (s0 + s1) + (s2 + s3)")
         cin = dst
     return "\n".join(lines) + "\n"
 

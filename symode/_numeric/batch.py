@@ -137,3 +137,38 @@ def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, los
                                0, rec_cap, want_t)
         status[b] = res[0]
         values[b] = res[2]
+
+
+@njit(**_SERIAL)
+def batch_epilogue(stats, status, g_z0, g_theta, g_t, values, want_sum, sums):
+    """After a batched gradient: (largest number of accepted steps, number of failed members, whether the
+    gradients are finite) in one call, and with ``want_sum`` the member sums (in member order, as NumPy's
+    ``sum(axis=0)``) into ``sums`` = [z0 (n), theta (p), t (m), value]."""
+    B = status.size
+    n, p, m = g_z0.shape[1], g_theta.shape[1], g_t.shape[1]
+    nacc = 0
+    failed = 0
+    for b in range(B):
+        nacc = max(nacc, stats[b, 2])
+        if status[b] != 0:
+            failed += 1
+    finite = True
+    if want_sum:
+        sums[:] = 0.0
+        for b in range(B):
+            for q in range(n):
+                sums[q] += g_z0[b, q]
+            for k in range(p):
+                sums[n + k] += g_theta[b, k]
+            for i in range(m):
+                sums[n + p + i] += g_t[b, i]
+            sums[n + p + m] += values[b]
+        for q in range(n + p):
+            finite = finite and math.isfinite(sums[q])
+    else:
+        for b in range(B):
+            for q in range(n):
+                finite = finite and math.isfinite(g_z0[b, q])
+            for k in range(p):
+                finite = finite and math.isfinite(g_theta[b, k])
+    return nacc, failed, finite
