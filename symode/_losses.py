@@ -24,7 +24,7 @@ from ._errors import InputValidationError, ModelError
 from . import _validate as V
 from ._batch import _broadcast, is_batch, vjp_batch
 from ._gradients import FusedLoss, vjp
-from ._numeric.losses import eval_loss_rows
+from ._numeric.losses import eval_loss_rows, fill_data_rows
 from ._version import __version__
 
 
@@ -144,6 +144,9 @@ class CompiledLoss:
             raise InputValidationError(f"`data` has shape {D.shape}; expected ({want}): "
                                        + ("(batch, " if lead else "(") + "len(ts), number of data symbols)")
         out = np.empty(lead + (m, self.n_data + self.n_terms))
+        if D.flags.c_contiguous and fill_data_rows(D.reshape(-1, self.n_data),
+                                                   out.reshape(-1, self.n_data + self.n_terms)):
+            return out        # all finite (compiled: a few NumPy calls here cost more than the solve of a window)
         out[..., :self.n_data] = D
         out[..., self.n_data:] = 1.0
         finite = np.isfinite(D)

@@ -34,6 +34,17 @@ def _placeholders(n, s):
 def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b, rk_b_error,
                      rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl,
                      out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap, want_t):
+    """One trajectory's fused forward solve, loss and discrete adjoint: see ``_vjp_discrete_core``."""
+    return _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b,
+                              rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max,
+                              dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap,
+                              want_t, _placeholders(n, rk_b.size))
+
+
+@njit(**_SERIAL)
+def _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b, rk_b_error,
+                       rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps,
+                       ctrl, out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap, want_t, ph):
     """Forward solve with recording, discrete-adjoint sweep and time gradients in one compiled call.
 
     ``want_t`` False skips dL/dts (m evaluations of f) and leaves ``g_t`` NaN.
@@ -45,9 +56,11 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
     solution's rows ``loss_rows`` (data rows ``loss_d``) first: ``cot`` (zeros on entry) receives dL/dz(ts[i])
     and ``g_loss`` the loss's own dL/dtheta, which joins ``g_theta``.
 
+    ``ph``: the read-only placeholder arrays of ``_placeholders`` (a batch shares one set).
+
     Returns (status, number of recorded steps, loss value, all gradients finite); on failure they are NaN."""
     m = ts.size
-    jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
+    jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = ph
     res = integrate(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
                     error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
                     False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 3, out_y, stats, fstats, clock_addr,
@@ -69,14 +82,11 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
     if loss_addr.size > 0:
         value = eval_loss_rows(loss_addr, ts, out_y, theta, loss_d, loss_rows, cot, g_loss)
     ybar = np.empty(n)
-    gth = np.empty(max(p, 1))
     discrete_sweep(kern, n, p, theta, res[3], res[4], res[5], res[6], rk_a, rk_b, rk_c, rk_dense,
-                   res[1], res[2], cot, ybar, gth, res[8])
+                   res[1], res[2], cot, ybar, g_theta, res[8])
     for q in range(n):
         g_z0[q] = ybar[q] + cot[0, q]
-    for k in range(p):
-        g_theta[k] = gth[k]
-    if loss_addr.size > 0:
+    if loss_addr.size > 0 and (loss_addr.size < 2 or loss_addr[1] != 0):   # a loss with parameters
         for k in range(p):
             g_theta[k] += g_loss[k]
     if want_t:
@@ -127,14 +137,14 @@ def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, los
     Each trajectory runs exactly the single-trajectory kernel, so results equal solo calls bit for bit.
     y0s, thetas and loss_d may have one row, shared by every member (no broadcast copy)."""
     B = out_y.shape[0]
+    ph = _placeholders(n, rk_b.size)   # read-only: shared
     for b in prange(B):
         fst = np.zeros(4)
-        g_loss = np.zeros(max(p, 1))
-        res = vjp_discrete_one(kern, n, p, _member(thetas, b), ts, _member(y0s, b), cots[b], loss_addr,
-                               _member(loss_d, b), loss_rows, g_loss,
-                               rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init,
-                               h_max, dt_fixed, max_steps, ctrl, out_y[b], g_z0[b], g_theta[b], g_t[b], stats[b], fst,
-                               0, rec_cap, want_t)
+        g_loss = np.zeros(max(p, 1) if loss_addr.size > 1 and loss_addr[1] != 0 else 1)
+        res = _vjp_discrete_core(kern, n, p, _member(thetas, b), ts, _member(y0s, b), cots[b], loss_addr,
+                                 _member(loss_d, b), loss_rows, g_loss, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
+                                 error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y[b],
+                                 g_z0[b], g_theta[b], g_t[b], stats[b], fst, 0, rec_cap, want_t, ph)
         status[b] = res[0]
         values[b] = res[2]
 

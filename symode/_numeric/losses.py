@@ -1,4 +1,6 @@
 """Compiled evaluation of generated loss kernels over output rows (library code, cached)."""
+import math
+
 import numpy as np
 from numba import njit
 
@@ -26,3 +28,19 @@ def eval_loss_rows(addr, ts, zs, theta, D, rows, cot, gtheta):
             for k in range(gtheta.size):
                 gtheta[k] += gp[k]
     return total
+
+
+@njit(cache=True, nogil=True)
+def fill_data_rows(D, out):
+    """out[:, :w] = D and the term weights out[:, w:] = 1; False (stop) at the first entry that is not finite
+    (the caller then weighs terms by the finite entries they use)."""
+    w = D.shape[1]
+    for r in range(D.shape[0]):
+        for j in range(w):
+            v = D[r, j]
+            if not math.isfinite(v):
+                return False
+            out[r, j] = v
+        for j in range(w, out.shape[1]):
+            out[r, j] = 1.0
+    return True
