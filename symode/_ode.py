@@ -334,9 +334,14 @@ class ODE:
     _rec_cap = 0  # capacity hint for the per-step records of gradient solves (0: the library default)
 
     def _note_steps(self, n_rec):
-        """Remember how many steps a recorded solve took, so that the next one allocates enough at once."""
-        if n_rec > rk.REC_CAP0 and n_rec > 0.8 * self._rec_cap:
+        """Remember how many steps a recorded solve took, so that the next one allocates enough at once, and not
+        much more: the hint shrinks by half (to 16 at least) while solves use under a quarter of it (a P2
+        window takes 2 steps: its records, activations included, would be 892 kB at the default 256)."""
+        cap = self._rec_cap or rk.REC_CAP0
+        if n_rec > 0.8 * cap:
             self._rec_cap = int(1.25 * n_rec) + 1
+        elif 4 * n_rec < cap and cap > rk.REC_MIN:
+            self._rec_cap = max(rk.REC_MIN, cap // 2, 2 * n_rec)
 
     def _integrate(self, mode, y0, theta, ts, opts, nerr=None, record=0, stop_at_ts=False, jumps=None,
                    seg=None, rtol=None, atol=None, rec_cap=None):

@@ -344,9 +344,9 @@ def test_size_guard(monkeypatch):
 @pytest.mark.parametrize("method,kw", [("dopri5", {}), ("dop853", {}), ("tsit5", {}), ("rk4", {"dt": 0.07})])
 def test_discrete_sweep_with_recorded_activations_is_exact(chain, method, kw):
     """The discrete adjoint's recording pass keeps each stage's activations (f_rec) and the sweep reuses them
-    (vjp_rec) instead of redoing the blocks' forward passes: the gradient must equal, bit for bit, the sweep that
-    recomputes them with the plain vjp at the same stage points (FSAL copies, dense-only stages and the
-    non-autonomous inputs of the chain model included)."""
+    (vjp_rec) instead of redoing the blocks' forward passes: the gradient must equal the sweep that recomputes
+    them with the plain vjp at the same stage points (FSAL copies, dense-only stages and the non-autonomous
+    inputs of the chain model included), up to the order of the sums over stages."""
     from symode._numeric import adjoint as adj
     from symode._numeric import rk
 
@@ -364,6 +364,11 @@ def test_discrete_sweep_with_recorded_activations_is_exact(chain, method, kw):
         adj.discrete_sweep(model.compiled.kern, 2, model.n_params, theta, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"],
                            fwd["rec_k"], a, b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth, rec_w)
         out.append(np.concatenate([ybar, gth]))
-    assert np.array_equal(out[0], out[1])
+    # vjp_rec adds each stage's a^T df/dtheta straight into the running sum, the plain sweep adds a separately
+    # summed vector: the same terms, summed in another order (measured: at most 1.2e-16 of the largest entry over
+    # these four methods; the bound leaves room for longer sums)
+    err = np.max(np.abs(out[0] - out[1])) / np.max(np.abs(out[1]))
+    assert err < 1e-14
+    assert np.array_equal(out[0][:2], out[1][:2])   # dL/dz0 does not go through theta sums: bit for bit
     g = model.vjp([0.3, -0.4], theta, ts, cot, adjoint="discrete", method=method, rtol=1e-8, atol=1e-10, **kw)
     assert np.array_equal(np.concatenate([g.z0, g.theta]), np.concatenate([out[0][:2] + cot[0], out[0][2:]]))

@@ -248,7 +248,7 @@ def emit_module(model, derivs, key, version, extra_specs=(), use_cse=True):
 # sweeps with a = e_i; only the structural nonzeros of each row are copied out. Every intermediate lives in
 # one work array ``w`` at fixed offsets, so helpers share it and the code size is O(layers + physics).
 
-NET_CODEGEN = "7"  # part of the cache key of network models: bump when their generated code changes
+NET_CODEGEN = "8"  # part of the cache key of network models: bump when their generated code changes
 
 # Activations applied in a loop of their own after the layer's matrix-vector product, with the vectorisable
 # functions of symode._numeric.vmath: the loop compiles to SIMD code (tanh 2.6 ns against 10-13 ns for
@@ -663,7 +663,8 @@ class _NetEmitter:
         B = len(self.nets.blocks)
         items = [["if wz:", f"    for q in range({n}):", "        gz[q] = 0.0"]]
         if p:
-            items.append(["if wth:", f"    for q in range({p}):", "        gth[q] = 0.0"])
+            # acc: add dL/dtheta into gth instead of overwriting it (vjp_rec: straight into the sweep's sum)
+            items.append(["if wth and not acc:", f"    for q in range({p}):", "        gth[q] = 0.0"])
         items.append([f"w[{lay.GT}] = 0.0"])
         items.append([f"for q in range({lay.c_total}):", f"    w[{lay.C[0]} + q] = 0.0"])
 
@@ -760,7 +761,7 @@ def emit_network_module(model, nd, key, version, use_cse=True):
         parts.append(_block_bwd_source(cb, lay) + "\n")
     d_src, d_fw_calls = _emit_program("dfwd", "t, z, theta, w, fw", chunks=d_chunks)
     d_calls = [c.replace("w, fw)", "w, _T)") for c in d_fw_calls]
-    r_src, r_calls = _emit_program("rev", "t, z, theta, w, a, gz, gth, wz, wth, wt", rev_items)
+    r_src, r_calls = _emit_program("rev", "t, z, theta, w, a, gz, gth, wz, wth, wt, acc", rev_items)
     parts += [d_src, "\n", r_src, "\n"]
 
     shapes = dict(z=(n,), theta=(p,), a=(n,), out_z=(n,), out_theta=(p,))
@@ -780,17 +781,19 @@ def emit_network_module(model, nd, key, version, use_cse=True):
         f_src, f_body = _emit_program("fwd", "t, z, theta, out, w", chunks=f_chunks)
         parts.append(f_src + "\n")
     parts.append(kernel("f", "F_SIG", "t, z, theta, out", lay.f_end, f_body))
-    vjp_rev = [c.replace("a, gz, gth, wz, wth, wt", "a, out_z, out_theta, _T, _T, _F") for c in r_calls]
+    vjp_rev = [c.replace("a, gz, gth, wz, wth, wt, acc", "a, out_z, out_theta, _T, _T, _F, _F") for c in r_calls]
     parts.append(kernel("vjp", "V_SIG", "t, z, theta, a, out_z, out_theta", lay.v_end, d_calls + vjp_rev))
+    vjp_rec_rev = [c.replace("a, gz, gth, wz, wth, wt, acc", "a, out_z, out_theta, _T, _T, _F, _T") for c in r_calls]
     # the discrete adjoint's pair: f_rec leaves the blocks' inputs and activations (w[:slot0]) in the caller's
-    # array, vjp_rec at the same point starts from them and skips the blocks' forward passes
+    # array, vjp_rec at the same point starts from them and skips the blocks' forward passes; vjp_rec ADDS
+    # a^T df/dtheta to out_theta (the sweep's running sum: no zeroing and no second pass over theta)
     parts.append(f"W_REC = {lay.f_end}\n")
     parts.append("\n".join(kernel_def("f_rec", "FW_SIG", ["t", "z", "theta", "out", "wr"],
                                        dict(shapes, out=(n,), wr=(lay.f_end,)))
                             + ["    w = wr"] + ["    " + ln for ln in f_body]) + "\n\n")
     parts.append(kernel("vjp_rec", "VW_SIG", "t, z, theta, a, out_z, out_theta", lay.v_end,
                         [f"for q in range({lay.slot0}):", "    w[q] = wr[q]"]
-                        + [c.replace("w, fw)", "w, _F)") for c in d_fw_calls] + vjp_rev,
+                        + [c.replace("w, fw)", "w, _F)") for c in d_fw_calls] + vjp_rec_rev,
                         extra_shapes=dict(wr=(lay.f_end,)), extra_args=["wr"]))
 
     # Jacobian kernels: direct entries of rows that do not go through a block, then reverse sweeps
@@ -831,7 +834,7 @@ def emit_network_module(model, nd, key, version, use_cse=True):
                      f"    for r in range({n}):",
                      "        a_[r] = 0.0",
                      "    a_[i] = 1.0"]
-            body += ["    " + c.replace("a, gz, gth, wz, wth, wt", f"a_, gz_, gth_, {flags}") for c in r_calls]
+            body += ["    " + c.replace("a, gz, gth, wz, wth, wt, acc", f"a_, gz_, gth_, {flags}, _F") for c in r_calls]
             if kind == "t":
                 body.append(f"    out[i] = w[{lay.GT}]")
                 parts.append(_const_array(f"_{P}_ROWS", rows))

@@ -92,12 +92,12 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
                 for l in range(j):
                     acc += rk_a[j, l] * rec_k[k, l, q]
                 Y[q] = rec_y[k, q] + h * acc
-            if wrec:
-                call_vw(vra, t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, wp, rec_w[k, j])
+            if wrec:   # vjp_rec adds its a^T df/dtheta to gtheta itself
+                call_vw(vra, t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, gtheta, rec_w[k, j])
             else:
                 call_v(va, t0 + rk_c[j] * h, Y, theta, Kbar[j], Ybar, wp)
-            for kk in range(p):
-                gtheta[kk] += wp[kk]
+                for kk in range(p):
+                    gtheta[kk] += wp[kk]
             for q in range(n):
                 ybar[q] += Ybar[q]
             for l in range(j):

@@ -235,6 +235,7 @@ def _all_finite(x):
 
 REC_CAP0 = 256  # first capacity of the per-step records; a solve that needs more is redone with 8x (see below)
 REC_GROW = 8
+REC_MIN = 16   # smallest capacity a model's hint shrinks to (ODE._note_steps)
 
 
 @njit(**_OPTS)

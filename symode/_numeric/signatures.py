@@ -13,7 +13,8 @@ array arguments, ~0 with pointers). Library loops call them with arrays through 
   ``w`` (``W_REC`` entries), which keeps the blocks' inputs and activations.
 - ``VW_SIG``: ``vjp_rec(t, z, theta, a, out_z, out_theta, w)``: the vjp at the same point, taking the
   activations from that ``w`` instead of recomputing the blocks' forward passes (the discrete adjoint records
-  them per stage: the forward pass of a tanh network is about half the cost of its vjp).
+  them per stage: the forward pass of a tanh network is about half the cost of its vjp). It writes out_z but
+  ADDS a^T df/dtheta to out_theta (the sweep passes its running sum).
 - ``LVG_SIG``: ``loss_vg(t, z, theta, d, out, out_z, out_theta)``: a scalar loss term (d: the data row) in
   out[0] and its gradient in out_z, out_theta (written, not accumulated), with one CSE over both.
 """
