@@ -403,18 +403,22 @@ def p2_true(z0, ts, rtol, atol):
 
 
 @njit(cache=False)
-def p2_iteration(th, y0s, targets, tb, rtol, atol):
+def p2_iteration_of(f, vjp, th, y0s, targets, tb, rtol, atol):
     B = y0s.shape[0]
     Nn = targets.size
     L = 0.0
     g = np.zeros(th.size)
     for b in range(B):
-        zs, ys, ks, hs, os_, ox, ns, nfev = integrate(mlp_f, y0s[b], th, tb, rtol, atol, True)
+        zs, ys, ks, hs, os_, ox, ns, nfev = integrate(f, y0s[b], th, tb, rtol, atol, True)
         d = zs - targets[b]
         L += np.sum(np.abs(d))
-        gz, gth = adjoint(mlp_vjp, th, np.sign(d) / Nn, ys, ks, hs, os_, ox, ns)
+        gz, gth = adjoint(vjp, th, np.sign(d) / Nn, ys, ks, hs, os_, ox, ns)
         g += gth
     return L / Nn, g
+
+
+def p2_iteration(th, y0s, targets, tb, rtol, atol):
+    return p2_iteration_of(mlp_f, mlp_vjp, th, y0s, targets, tb, rtol, atol)
 
 
 @njit(cache=False)
@@ -436,8 +440,9 @@ except ImportError:         # symode not importable in this interpreter: the var
 if _vtanh is not None:
     HP = -(-H // 8) * 8      # whole SIMD vectors
 
-    @njit(cache=False, error_model="numpy")
-    def mlp_f_vec(z, th, out):
+    @njit(cache=False, error_model="numpy", inline="always")
+    def _hidden_vec(z, th):
+        """tanh(W1 z**3 + b1), padded to whole SIMD vectors."""
         u0 = z[0] ** 3
         u1 = z[1] ** 3
         a = np.zeros(HP)
@@ -445,6 +450,11 @@ if _vtanh is not None:
             a[k] = th[2 * k] * u0 + th[2 * k + 1] * u1 + th[100 + k]
         for k in range(HP):
             a[k] = _vtanh(a[k])
+        return a
+
+    @njit(cache=False, error_model="numpy")
+    def mlp_f_vec(z, th, out):
+        a = _hidden_vec(z, th)
         o0 = th[250]
         o1 = th[251]
         for k in range(H):
@@ -457,11 +467,7 @@ if _vtanh is not None:
     def mlp_vjp_vec(z, th, lam, zbar, thbar):
         u0 = z[0] ** 3
         u1 = z[1] ** 3
-        a = np.zeros(HP)
-        for k in range(H):
-            a[k] = th[2 * k] * u0 + th[2 * k + 1] * u1 + th[100 + k]
-        for k in range(HP):
-            a[k] = _vtanh(a[k])
+        a = _hidden_vec(z, th)
         l0 = lam[0]
         l1 = lam[1]
         for k in range(H):
@@ -482,19 +488,8 @@ if _vtanh is not None:
         zbar[0] += ub0 * 3.0 * z[0] ** 2
         zbar[1] += ub1 * 3.0 * z[1] ** 2
 
-    @njit(cache=False)
     def p2_iteration_vec(th, y0s, targets, tb, rtol, atol):
-        B = y0s.shape[0]
-        Nn = targets.size
-        L = 0.0
-        g = np.zeros(th.size)
-        for b in range(B):
-            zs, ys, ks, hs, os_, ox, ns, nfev = integrate(mlp_f_vec, y0s[b], th, tb, rtol, atol, True)
-            d = zs - targets[b]
-            L += np.sum(np.abs(d))
-            gz, gth = adjoint(mlp_vjp_vec, th, np.sign(d) / Nn, ys, ks, hs, os_, ox, ns)
-            g += gth
-        return L / Nn, g
+        return p2_iteration_of(mlp_f_vec, mlp_vjp_vec, th, y0s, targets, tb, rtol, atol)
 
 
 @njit(cache=False, parallel=True)

@@ -333,6 +333,18 @@ class _NetLayout:
         return self.Y[b][-1] + r
 
 
+def _partial_sums(n, var, term, ind):
+    """Lines accumulating term(k) over k = 0..n-1 (loop variable ``var``) into four partial sums s0..s3, to be
+    combined as (s0 + s1) + (s2 + s3): a serial chain of n fused multiply-adds is latency bound."""
+    n4 = n - n % 4
+    lines = [f"{ind}s0 = 0.0", f"{ind}s1 = 0.0", f"{ind}s2 = 0.0", f"{ind}s3 = 0.0",
+             f"{ind}for {var} in range(0, {n4}, 4):"]
+    lines += [f"{ind}    s{q} += {term(var if q == 0 else f'{var} + {q}')}" for q in range(4)]
+    if n4 < n:
+        lines += [f"{ind}for {var} in range({n4}, {n}):", f"{ind}    s0 += {term(var)}"]
+    return lines
+
+
 def _block_fwd_source(cb, lay):
     b = cb.index
     lines = ["@njit(**_OPTS)", f"def _nn{b}_fwd(theta, w):"]
@@ -341,17 +353,7 @@ def _block_fwd_source(cb, lay):
         lines += [f"    for i in range({n_out}):",
                   f"        r = {ow} + i * {n_in}"]
         if n_in >= 8:
-            # four independent partial sums: a serial chain of n_in fused multiply-adds is latency bound
-            n4 = n_in - n_in % 4
-            lines += ["        s0 = 0.0", "        s1 = 0.0", "        s2 = 0.0", "        s3 = 0.0",
-                      f"        for j in range(0, {n4}, 4):",
-                      f"            s0 += theta[r + j] * w[{x} + j]",
-                      f"            s1 += theta[r + j + 1] * w[{x + 1} + j]",
-                      f"            s2 += theta[r + j + 2] * w[{x + 2} + j]",
-                      f"            s3 += theta[r + j + 3] * w[{x + 3} + j]"]
-            if n4 < n_in:
-                lines += [f"        for j in range({n4}, {n_in}):",
-                          f"            s0 += theta[r + j] * w[{x} + j]"]
+            lines += _partial_sums(n_in, "j", lambda k: f"theta[r + {k}] * w[{x} + {k}]", "        ")
             lines.append("        s = (s0 + s1) + (s2 + s3)" + (f" + theta[{ob} + i]" if bias else ""))
         else:
             lines += [f"        s = theta[{ob} + i]" if bias else "        s = 0.0",
@@ -413,17 +415,9 @@ def _block_bwd_source(cb, lay):
                       f"        for j in range({n_in}):",
                       f"            w[{dst} + j] += theta[r + j] * d"]
         else:
-            n4 = n_out - n_out % 4
-            lines += [f"    for j in range({n_in}):",
-                      "        s0 = 0.0", "        s1 = 0.0", "        s2 = 0.0", "        s3 = 0.0",
-                      f"        for i in range(0, {n4}, 4):",
-                      f"            s0 += theta[{ow} + i * {n_in} + j] * w[{cin} + i]",
-                      f"            s1 += theta[{ow} + (i + 1) * {n_in} + j] * w[{cin} + i + 1]",
-                      f"            s2 += theta[{ow} + (i + 2) * {n_in} + j] * w[{cin} + i + 2]",
-                      f"            s3 += theta[{ow} + (i + 3) * {n_in} + j] * w[{cin} + i + 3]"]
-            if n4 < n_out:
-                lines += [f"        for i in range({n4}, {n_out}):",
-                          f"            s0 += theta[{ow} + i * {n_in} + j] * w[{cin} + i]"]
+            lines.append(f"    for j in range({n_in}):")
+            lines += _partial_sums(n_out, "i", lambda k: f"theta[{ow} + ({k}) * {n_in} + j] * w[{cin} + {k}]",
+                                   "        ")
             lines.append(f"        w[{dst} + j] = (s0 + s1) + (s2 + s3)")
         cin = dst
     return "\n".join(lines) + "\n"

@@ -20,30 +20,26 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 
-@intrinsic
-def _bits_to_double(typingctx, k):
-    """Reinterpret the bits of an int64 as a float64 (a no-op instruction that vectorises)."""
-    if not isinstance(k, types.Integer):
-        return None
+def _bitcast(name, src, dst, dst_ir):
+    """An intrinsic reinterpreting the bits of a ``src`` value (cast to 64 bits) as ``dst``: one no-op
+    instruction that vectorises."""
+    def impl(typingctx, x):
+        if not isinstance(x, src):
+            return None
 
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], types.int64)
-        return builder.bitcast(v, ir.DoubleType())
+        def codegen(context, builder, signature, args):
+            v = context.cast(builder, args[0], signature.args[0], _WIDE[src])
+            return builder.bitcast(v, dst_ir)
 
-    return types.float64(k), codegen
+        return dst(x), codegen
+
+    impl.__name__ = impl.__qualname__ = name
+    return intrinsic(impl)
 
 
-@intrinsic
-def _double_bits(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64."""
-    if not isinstance(x, types.Float):
-        return None
-
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], types.float64)
-        return builder.bitcast(v, ir.IntType(64))
-
-    return types.int64(x), codegen
+_WIDE = {types.Integer: types.int64, types.Float: types.float64}
+_bits_to_double = _bitcast("_bits_to_double", types.Integer, types.float64, ir.DoubleType())
+_double_bits = _bitcast("_double_bits", types.Float, types.int64, ir.IntType(64))
 
 
 _LOG2E = 1.4426950408889634
