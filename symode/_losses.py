@@ -23,7 +23,7 @@ from ._compiled import _END, versions_tag
 from ._errors import InputValidationError, ModelError
 from . import _validate as V
 from ._batch import _broadcast, is_batch, vjp_batch
-from ._gradients import FusedLoss, vjp
+from ._gradients import FusedLoss, _discrete_fused, vjp
 from ._numeric.losses import eval_loss_rows, fill_data_rows
 from ._version import __version__
 
@@ -167,14 +167,22 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
         return _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, solver_kwargs)
     z0v, thv = model._zt(z0, theta)
     tsv = V.times(ts)
-    m, n, p = tsv.size, model.n_states, model.n_params
     if kind is not ObservationLoss and callable(loss) and not isinstance(loss, (sp.Basic, FinalLoss)):
         def user_cot(sol):
             value, cot = loss(sol.t, sol.z)
             return value, cot, None
 
         return vjp(model, z0v, thv, tsv, user_cot, adjoint=adjoint, _checked=True, **solver_kwargs)
-    if kind is not ObservationLoss and isinstance(loss, (sp.Basic, FinalLoss)):
+    return vjp(model, z0v, thv, tsv, _fused_loss(model, loss, tsv, data, thv), adjoint=adjoint, _checked=True,
+               **solver_kwargs)
+
+
+def _fused_loss(model, loss, tsv, data, theta=None):
+    """The FusedLoss of a SymPy expression, FinalLoss or ObservationLoss at the output times ``tsv``: compiled
+    kernels, data rows and summed rows; with ``theta`` its fallback cotangent callable evaluates them on a
+    solution (for the adjoints that are not fused)."""
+    m, n, p = tsv.size, model.n_states, model.n_params
+    if type(loss) is not ObservationLoss and isinstance(loss, (sp.Basic, FinalLoss)):
         expr = loss.expr if isinstance(loss, FinalLoss) else loss
         cl = _compiled_loss(model, expr, ())
         rows = np.array([m - 1], dtype=np.int64)
@@ -199,14 +207,48 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
     else:
         raise InputValidationError(f"unsupported loss {type(loss).__name__}; use a SymPy expression, FinalLoss, "
                                    "ObservationLoss, RunningCost or a callable")
+
     def cotangent(sol):
         cot = np.zeros((m, n))
         gth_loss = np.zeros(max(p, 1))
-        value = eval_loss_rows(cl.addr, tsv, np.ascontiguousarray(sol.z), thv, D, rows, cot, gth_loss)
+        value = eval_loss_rows(cl.addr, tsv, np.ascontiguousarray(sol.z), theta, D, rows, cot, gth_loss)
         return value, cot, gth_loss[:p]
 
-    return vjp(model, z0v, thv, tsv, FusedLoss(cl.addr, D, rows, cotangent), adjoint=adjoint, _checked=True,
-               **solver_kwargs)
+    return FusedLoss(cl.addr, D, rows, cotangent if theta is not None else None)
+
+
+class ValueAndGradFn:
+    """``model.value_and_grad_fn(loss, ts, data, ...)``: a function ``(z0, theta) -> Gradient`` equal to
+    ``model.value_and_grad(loss, z0, theta, ts, data, ...)`` with everything that does not depend on z0 and
+    theta (the output times, the loss's kernels and data rows, the solver settings) checked and prepared once,
+    as one prepares a jitted function in JAX. Per call it checks z0 and theta and makes the one compiled call of
+    the fused discrete adjoint; other cases (batches, other adjoints, implicit methods, callables) go through
+    ``value_and_grad`` with the same arguments."""
+
+    def __init__(self, model, loss, ts, data=None, adjoint="discrete", **kwargs):
+        self.model, self.loss, self.data, self.adjoint, self.kwargs = model, loss, data, adjoint, dict(kwargs)
+        self.ts = V.times(ts)
+        self._fast = None
+        kw = dict(kwargs)
+        grad_t = kw.pop("grad_t", True)
+        throw = kw.pop("throw", True)
+        opts = model._options(kw.pop("method", "dopri5"), kw.pop("rtol", 1e-6), kw.pop("atol", 1e-9),
+                              kw.pop("dt", None), kw.pop("max_steps", 100_000), kw.pop("dt_max", None),
+                              kw.pop("controller", None), time_limit=kw.pop("time_limit", None))
+        if kw and not set(kw) <= {"seminorm", "adjoint_rtol", "adjoint_atol", "checkpoints", "reduce"}:
+            raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kw))}")
+        if (adjoint == "discrete" and opts[0].kind == "explicit" and not kw and not isinstance(loss, RunningCost)
+                and (isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)))):
+            fused = _fused_loss(model, loss, self.ts, data)
+            self._fast = (fused, opts, throw, grad_t)
+
+    def __call__(self, z0, theta=()):
+        if self._fast is None or is_batch(z0, theta):
+            return value_and_grad(self.model, self.loss, z0, theta, self.ts, data=self.data, adjoint=self.adjoint,
+                                  **self.kwargs)
+        fused, opts, throw, grad_t = self._fast
+        z0v, thv = self.model._zt(z0, theta)
+        return _discrete_fused(self.model, z0v, thv, self.ts.copy(), None, opts, throw, loss=fused, grad_t=grad_t)
 
 
 def _value_and_grad_batch(model, loss, z0, theta, ts, data, adjoint, kw):

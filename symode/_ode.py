@@ -385,8 +385,9 @@ class ODE:
         status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec, rec_w = res
         if record and mode == rk.MODE_F:
             self._note_steps(int(n_rec))
-        return dict(status=int(status), t_stiff=float(fstats[1]), out_y=out_y, out_step=out_step, out_frac=out_frac, rec_t=rec_t,
-                    rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, rec_w=rec_w, stats=stats, t_reached=float(fstats[0]), method=meth)
+        return dict(status=int(status), t_stiff=float(fstats[1]), out_y=out_y, out_step=out_step, out_frac=out_frac,
+                    rec_t=rec_t, rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, rec_w=rec_w, stats=stats,
+                    t_reached=float(fstats[0]), method=meth)
 
     def _make_solution(self, ts, res, meth, max_steps, throw, n=None):
         n = self.n_states if n is None else n
@@ -471,6 +472,15 @@ class ODE:
         second forward pass, no Python between them).
         """
         return _value_and_grad(self, loss, z0, theta, ts, data=data, adjoint=adjoint, **kwargs)
+
+    def value_and_grad_fn(self, loss, ts, data=None, adjoint="discrete", **kwargs):
+        """``fn(z0, theta) -> Gradient``, equal to ``value_and_grad(loss, z0, theta, ts, data, adjoint, **kwargs)``,
+        with the output times, the loss (its kernels and data rows) and the solver settings checked and prepared
+        once: the per-call cost is that of checking z0 and theta and of the one compiled call (for a training
+        loop or an optimizer calling it many times; ``data`` is fixed, as the loss of such a loop is)."""
+        from ._losses import ValueAndGradFn
+
+        return ValueAndGradFn(self, loss, ts, data=data, adjoint=adjoint, **kwargs)
 
 
 def _rebuild_ode(cls, rhs, states, params, t, blocks=None):

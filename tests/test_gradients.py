@@ -276,6 +276,42 @@ def test_fused_value_and_grad_equals_solve_plus_vjp():
     assert np.allclose(g3.theta, g4.theta + np.array([2 * P1_THETA[0] * ts.size, 0, 0, 0]), rtol=1e-13, atol=0)
 
 
+def test_value_and_grad_fn_equals_value_and_grad():
+    """model.value_and_grad_fn prepares ts, the loss and the solver settings once: every call equals
+    value_and_grad with the same arguments bit for bit (fused path), and the cases it does not prepare (another
+    adjoint, a batch) go through value_and_grad itself."""
+    lv = lotka_volterra()
+    xs, ys = lv.states
+    ts = np.linspace(0, 10, 101)
+    xo = sp.Symbol("x_obs")
+    data = np.cos(ts).reshape(-1, 1)
+    data[7] = np.nan
+    cases = [(symode.ObservationLoss(xs ** 2 + ys ** 2, []), None, dict(grad_t=False)),
+             (symode.ObservationLoss((xs - xo) ** 2 + lv.params[0] ** 2, [xo]), data, {}),
+             (symode.FinalLoss(xs * ys), None, dict(method="tsit5", rtol=1e-9, atol=1e-9)),
+             (ys ** 2, None, dict(adjoint="checkpoint"))]
+    rng = np.random.default_rng(3)
+    for loss, d, kw in cases:
+        fn = lv.value_and_grad_fn(loss, ts, data=d, **kw)
+        for _ in range(2):
+            th = P1_THETA * (1 + 0.05 * rng.normal(size=4))
+            g, ref = fn(P1_Z0, th), lv.value_and_grad(loss, P1_Z0, th, ts, data=d, **kw)
+            assert g.value == ref.value
+            assert np.array_equal(g.z0, ref.z0) and np.array_equal(g.theta, ref.theta)
+            assert (g.t is None and ref.t is None) or np.array_equal(g.t, ref.t)
+            g.solution.t[:] = 0.0                      # results are the caller's: the prepared ts is untouched
+    assert fn._fast is None                            # checkpoint: not prepared, value_and_grad each call
+    fn = lv.value_and_grad_fn(cases[0][0], ts, reduce="sum", grad_t=False)
+    Z = np.array([P1_Z0, 1.1 * P1_Z0])
+    g = fn(Z, P1_THETA)
+    ref = lv.value_and_grad(cases[0][0], Z, P1_THETA, ts, reduce="sum", grad_t=False)
+    assert g.value == ref.value and np.array_equal(g.theta, ref.theta)
+    with pytest.raises(symode.InputValidationError, match="unknown keyword"):
+        lv.value_and_grad_fn(cases[0][0], ts, rtols=1e-6)
+    with pytest.raises(symode.InputValidationError, match="monotonic"):
+        lv.value_and_grad_fn(cases[0][0], np.array([0.0, 0.0, 1.0]))
+
+
 def test_recorded_solves_beyond_the_first_record_capacity():
     """Per-step records have a fixed capacity (rk.REC_CAP0 steps at first): a longer solve is redone with a larger
     one, and the model remembers the size. Same arithmetic every time: the gradients are bitwise equal."""

@@ -5,8 +5,9 @@
     g = model.vjp(z0, theta, ts, cotangent, adjoint=..., method=..., rtol=..., atol=...)   # g.z0, g.theta
 
 Forward time = one solve + the loss.  Gradient time = value and gradient (dL/dz0, dL/dtheta), like every peer's
-value_and_grad: P1, P4, P5 through ``model.value_and_grad(ObservationLoss(sum z_i^2), ..., grad_t=False)`` (one
-compiled call: forward, loss, cotangent, reverse sweep; dL/dts, which no peer computes, skipped).  Rows:
+value_and_grad: P1, P4, P5 through ``model.value_and_grad_fn(ObservationLoss(sum z_i^2), ts, ..., grad_t=False)``
+called with (z0, theta) (prepared once, like diffrax's jitted function; each call = value_and_grad, one compiled
+call: forward, loss, cotangent, reverse sweep; dL/dts, which no peer computes, skipped).  Rows:
   P1, P4, P5: dopri5 with adjoint="discrete" (main row) and "checkpoint"; --variants all adds "backsolve",
       "forward" and the two-call form solve + vjp.
   P3: method="rodas5", loss y3(1e5), gradient w.r.t. k: value_and_grad(y3) with adjoint "discrete", "checkpoint"
@@ -154,8 +155,15 @@ def sumsq_rows(ctx, make_model, z0, th, ts, tol, label):
 
     loss = symode.ObservationLoss(sum(v ** 2 for v in model.states), [])   # sum over the output times
 
-    def grad(adj):   # what the peers compute: the value, dL/dz0 and dL/dtheta (dL/dts skipped: grad_t=False)
-        g = model.value_and_grad(loss, z0, th, ts, adjoint=adj, grad_t=False, **kw)
+    # what the peers compute: the value, dL/dz0 and dL/dtheta (dL/dts skipped: grad_t=False), as a function of
+    # (z0, theta) prepared once (value_and_grad_fn), as diffrax's jitted function and CasADi's Function are
+    prepared = {}
+
+    def grad(adj):
+        fn = prepared.get(adj)
+        if fn is None:
+            fn = prepared[adj] = model.value_and_grad_fn(loss, ts, adjoint=adj, grad_t=False, **kw)
+        g = fn(z0, th)
         return g.value, gvec(g)
 
     def grad_vjp(adj):
@@ -169,7 +177,7 @@ def sumsq_rows(ctx, make_model, z0, th, ts, tol, label):
     if ctx.all:
         variants += [("backsolve", grad), ("forward", grad), ("discrete", grad_vjp)]
     for adj, fn in variants:
-        how = ("value_and_grad(ObservationLoss, adjoint=%r, grad_t=False)" % adj if fn is grad
+        how = ("value_and_grad_fn(ObservationLoss, ts, adjoint=%r, grad_t=False)(z0, theta)" % adj if fn is grad
                else "solve + vjp(adjoint=%r)" % adj)
         row = {"variant": "dopri5, adjoint=%s%s" % (adj, "" if fn is grad else ", solve+vjp"), "solver": "dopri5",
                "grad_method": how, **C.tentry("forward", tf), "loss": L, "stats": stats_of(s), **build}
