@@ -299,17 +299,19 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None, grad_t=Tr
     meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
     n, p, m = model.n_states, model.n_params, ts.size
     a, b, be, c, dense, fsal, eo = meth.packed()
-    out_y = np.empty((m, n))
-    gz, gp, gt = np.empty(n), np.empty(p), np.empty(m)
+    grads = np.empty(n + p + m)   # few allocations: a short solve's Python is a measurable part of its cost
+    gz, gp, gt = grads[:n], grads[n:n + p], grads[n + p:]
     stats = np.zeros(8, dtype=np.int64)
     fstats = np.zeros(4)
     if loss is None:
+        out_y = np.empty((m, n))
         laddr, lD, lrows = _NO_LOSS
         g_loss = gz
     else:
         laddr, lD, lrows = loss.addr, loss.D, loss.rows
-        cot = np.zeros((m, n))
-        g_loss = np.zeros(max(p, 1))
+        zc = np.zeros((2, m, n))
+        out_y, cot = zc[0], zc[1]
+        g_loss = np.zeros(max(p, 1)) if laddr[1] else gz   # a loss without parameters leaves it alone
     status, nrec, value, finite = vjp_discrete_one(model.compiled.kern, n, p, theta, ts, z0, cot, laddr, lD, lrows,
                                                    g_loss,
                                            a, b, be, c, dense, fsal, eo,

@@ -190,9 +190,7 @@ class ODE:
         return self.compiled.path
 
     def _zt(self, z, theta):
-        z = V.vector(z, self.n_states, "z", self._state_names)
-        theta = V.vector(theta, self.n_params, "theta", self._param_names)
-        return z, theta
+        return V.pair(z, theta, self.n_states, self.n_params, self._state_names, self._param_names)
 
     def f(self, z, theta=(), t=0.0):
         """Evaluate dz/dt = f(z, theta, t); returns shape (n,)."""

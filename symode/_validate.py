@@ -22,6 +22,28 @@ def _finite_copy(x):
 
 
 @njit(cache=True, nogil=True)
+def _finite_copies(a, b):
+    """Copies of the 1-D arrays a and b, or empty arrays when an entry of either is not finite (one compiled call
+    for a model's z and theta)."""
+    ca = _finite_copy(a)
+    cb = _finite_copy(b)
+    if ca.size != a.size or cb.size != b.size:
+        return np.empty(0), np.empty(0)
+    return ca, cb
+
+
+def pair(z, theta, n, p, names_z=None, names_theta=None):
+    """``vector`` for a model's z (n,) and theta (p,) at once: one compiled check when both are finite float64
+    vectors of the right size (the common call), else each through ``vector`` (which names the problem)."""
+    if (type(z) is np.ndarray and type(theta) is np.ndarray and z.dtype == np.float64 and theta.dtype == np.float64
+            and z.shape == (n,) and theta.shape == (p,)):
+        cz, ct = _finite_copies(z, theta)
+        if cz.size == n and ct.size == p:
+            return cz, ct
+    return vector(z, n, "z", names_z), vector(theta, p, "theta", names_theta)
+
+
+@njit(cache=True, nogil=True)
 def _monotonic_copy(x):
     """A copy of x when it is finite and strictly monotonic with at least two entries, else an empty array."""
     m = x.size
