@@ -335,3 +335,17 @@ def test_recorded_solves_beyond_the_first_record_capacity():
     # at the segment ends, so it agrees with the one-segment run to the adjoint's tolerance (1e-10), not bitwise
     gk = lv.vjp(P1_Z0, P1_THETA, ts, cot, adjoint="checkpoint", checkpoints=8, **kw)
     assert np.allclose(gk.theta, gc.theta, rtol=5e-9, atol=0)   # measured 3e-10
+    # short solves shrink the hint again (by half per call while they use under a quarter of it, to rk.REC_MIN at
+    # least; so it settles between 2 and 4 times their step count), then a long one regrows it: every gradient is
+    # still that of a fresh model
+    ts_short = np.linspace(0, 1, 3)
+    ref = lotka_volterra().vjp(P1_Z0, P1_THETA, ts_short, np.ones((3, 2)), **kw)
+    caps = [lv._rec_cap]
+    for _ in range(12):
+        g = lv.vjp(P1_Z0, P1_THETA, ts_short, np.ones((3, 2)), **kw)
+        assert np.array_equal(g.theta, ref.theta) and np.array_equal(g.z0, ref.z0)
+        caps.append(lv._rec_cap)
+    n_short = g.stats["steps_recorded"]
+    assert caps[1] == caps[0] // 2 and 2 * n_short <= caps[-1] <= max(rk.REC_MIN, 4 * n_short) < caps[0] // 8
+    g3 = lv.vjp(P1_Z0, P1_THETA, ts, cot, **kw)
+    assert np.array_equal(g3.theta, g1.theta) and lv._rec_cap >= g1.stats["steps_recorded"]

@@ -41,7 +41,7 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
     Kbar = np.zeros((s, n))
     Ybar = np.zeros(n)
     Y = np.empty(n)
-    wp = np.zeros(max(p, 1))
+    wp = np.zeros(1 if wrec else max(p, 1))   # vjp_rec adds into gtheta itself
     active = np.zeros(s, dtype=np.bool_)
     y0bar_out = np.zeros(n)
     for q in range(n):

@@ -17,7 +17,7 @@ def eval_loss_rows(addr, ts, zs, theta, D, rows, cot, gtheta):
     n = zs.shape[1]
     out = np.zeros(1)
     gz = np.zeros(n)
-    gp = np.zeros(max(gtheta.size, 1))
+    gp = np.zeros(max(gtheta.size, 1) if with_theta else 1)   # not written by a loss without parameters
     total = 0.0
     for r in rows:
         call_lvg(lvg, ts[r], zs[r], theta, D[r], out, gz, gp)
