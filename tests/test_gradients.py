@@ -312,6 +312,58 @@ def test_value_and_grad_fn_equals_value_and_grad():
         lv.value_and_grad_fn(cases[0][0], np.array([0.0, 0.0, 1.0]))
 
 
+def test_value_and_grad_fn_inputs_failures_and_results():
+    """The prepared call hands float64 vectors of the right size straight to the compiled call, which checks
+    that they are finite; every other input goes through the validating path. Whatever the input's form the
+    result is the same, a bad input is named, a failed integration is raised (or returned with throw=False),
+    and the result's lazily built fields (t, stats, solution) equal value_and_grad's, can be set, and pickle
+    as a plain Gradient."""
+    import pickle
+
+    lv = lotka_volterra()
+    xs, ys = lv.states
+    ts = np.linspace(0, 10, 101)
+    loss = symode.ObservationLoss(xs ** 2 + ys ** 2, [])
+    fn = lv.value_and_grad_fn(loss, ts)
+    ref = lv.value_and_grad(loss, P1_Z0, P1_THETA, ts)
+    z2 = np.zeros((2, 2))
+    z2[:, 0] = P1_Z0
+    ro = P1_Z0.copy()
+    ro.setflags(write=False)
+    forms = [(P1_Z0, P1_THETA), (list(P1_Z0), tuple(P1_THETA)), (z2[:, 0], P1_THETA), (ro, P1_THETA),
+             (P1_Z0.astype(np.float32).astype(np.float64), P1_THETA.astype(np.int64) * 0 + P1_THETA)]
+    for z0, th in forms:
+        g = fn(z0, th)
+        assert g.value == ref.value and np.array_equal(g.z0, ref.z0) and np.array_equal(g.theta, ref.theta)
+        assert np.array_equal(g.t, ref.t)
+        assert g.stats == ref.stats
+        assert np.array_equal(g.solution.z, ref.solution.z) and np.array_equal(g.solution.t, ts)
+        assert g.solution.success and g.solution.t_reached == ref.solution.t_reached
+    from symode._numeric.batch import vjp_discrete_flat
+
+    assert len(vjp_discrete_flat.signatures) == 1  # no other input form reached (and compiled) the fast path
+    g = fn(P1_Z0, P1_THETA)
+    assert type(g) is not symode.Gradient          # the prepared result, built lazily
+    p = pickle.loads(pickle.dumps(g))
+    assert type(p) is symode.Gradient and p.value == g.value and np.array_equal(p.theta, g.theta)
+    assert p.stats == g.stats and np.array_equal(p.solution.z, g.solution.z)
+    g.stats = {"mine": 1}
+    g.t = None
+    assert g.stats == {"mine": 1} and g.t is None
+    g2 = fn(P1_Z0, P1_THETA)                       # a new call, new arrays: the earlier result is untouched
+    assert g2.z0 is not g.z0 and np.array_equal(g2.z0, ref.z0)
+    for bad, match in [((np.array([1.0, np.nan]), P1_THETA), "z"), ((P1_Z0, np.array([1.5, np.inf, 3, 1])), "theta"),
+                       ((np.ones(3), P1_THETA), "z"), ((P1_Z0, np.ones(5)), "theta")]:
+        with pytest.raises(symode.InputValidationError, match=match):
+            fn(*bad)
+    short = lv.value_and_grad_fn(loss, ts, max_steps=20)
+    with pytest.raises(symode.IntegrationError, match="MAX_STEPS"):
+        short(P1_Z0, P1_THETA)
+    g = lv.value_and_grad_fn(loss, ts, max_steps=20, throw=False)(P1_Z0, P1_THETA)
+    assert not g.solution.success and g.solution.status_name == "MAX_STEPS" and g.stats["status"] == 1
+    assert np.all(np.isnan(g.theta))
+
+
 def test_recorded_solves_beyond_the_first_record_capacity():
     """Per-step records have a fixed capacity (rk.REC_CAP0 steps at first): a longer solve is redone with a larger
     one, and the model remembers the size. Same arithmetic every time: the gradients are bitwise equal."""

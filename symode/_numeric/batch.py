@@ -41,6 +41,44 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
                               want_t, _placeholders(n, rk_b.size))
 
 
+FLAT_TAIL = 4   # buf = [g_z0 (n), g_theta (p), g_t (m), out_y (m n), cot (m n), fstats (4), g_loss (max(p, 1))]
+
+
+def flat_size(n, p, m):
+    """Length of the output buffer of ``vjp_discrete_flat``."""
+    return n + p + m + 2 * m * n + FLAT_TAIL + max(p, 1)
+
+
+@njit(**_SERIAL)
+def vjp_discrete_flat(kern, theta, ts, y0, loss_addr, loss_d, loss_rows, rk_a, rk_b, rk_b_error, rk_c, rk_dense,
+                      rtol, atol, ctrl, fcfg, icfg, rec_cap, buf, stats):
+    """``vjp_discrete_one`` for a prepared call (``model.value_and_grad_fn``): fewer arguments (a Python call
+    pays per argument), the settings packed (``fcfg`` = [h_init, h_max, dt_fixed], ``icfg`` = [fsal,
+    error_order, adaptive, max_steps, clock address, want dL/dts]) and every output in one zeroed buffer ``buf``
+    of ``flat_size(n, p, m)``. z0 and theta are checked here: status -1 (nothing integrated) when an entry is not
+    finite, and the caller names the problem through its validating path."""
+    n = y0.size
+    p = theta.size
+    m = ts.size
+    for q in range(n):
+        if not math.isfinite(y0[q]):
+            return -1, 0, np.nan, False
+    for k in range(p):
+        if not math.isfinite(theta[k]):
+            return -1, 0, np.nan, False
+    o = n + p + m
+    out_y = buf[o:o + m * n].reshape((m, n))
+    o += m * n
+    cot = buf[o:o + m * n].reshape((m, n))
+    o += m * n
+    fstats = buf[o:o + FLAT_TAIL]
+    g_loss = buf[o + FLAT_TAIL:o + FLAT_TAIL + max(p, 1)]
+    return _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b,
+                              rk_b_error, rk_c, rk_dense, icfg[0] != 0, icfg[1], icfg[2] != 0, rtol, atol, fcfg[0],
+                              fcfg[1], fcfg[2], icfg[3], ctrl, out_y, buf[:n], buf[n:n + p], buf[n + p:n + p + m],
+                              stats, fstats, icfg[4], rec_cap, icfg[5] != 0, _placeholders(n, rk_b.size))
+
+
 @njit(**_SERIAL)
 def _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b, rk_b_error,
                        rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps,
