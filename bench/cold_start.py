@@ -8,6 +8,7 @@ with three cache states:
 
     python bench/cold_start.py                       # P1
     python bench/cold_start.py --problems P1,P2,P5_n64 --repeats 2 --modes empty,filled
+    python bench/cold_start.py --modes filled --repeats 3 --floor   # and the floor no warm start goes below
 
 Prints a markdown table (and --out FILE writes the JSON).  Times are measured inside the child from its first
 line (imports included); "process wall" adds interpreter start-up and exit.  Single-thread environment as in
@@ -96,6 +97,62 @@ def cold_pair(problem, repeats=1, python=None, timeout=1800, env_extra=None, cpu
     return out
 
 
+FLOOR_CHILD = r"""
+import time
+t0 = time.perf_counter()
+import numpy
+t1 = time.perf_counter()
+import sympy
+t2 = time.perf_counter()
+import numba
+t3 = time.perf_counter()
+
+
+@numba.njit(cache=True)
+def _first(x):
+    return x + 1.0
+
+
+_first(1.0)
+t4 = time.perf_counter()
+import json
+print(json.dumps({"numpy_s": t1 - t0, "sympy_s": t2 - t1, "numba_s": t3 - t2, "numba_first_call_s": t4 - t3,
+                  "total_s": t4 - t0}))
+"""
+
+
+def startup_floor(repeats=3, python=None, env_extra=None):
+    """What a warm start cannot go below while SymPy and Numba are imported: a fresh interpreter importing
+    NumPy, SymPy and Numba and making the first call of a one-line function from Numba's disk cache (which
+    initialises Numba's registries, and imports scipy.linalg when SciPy is installed). The first run fills the
+    cache; the best of the next `repeats` runs is reported."""
+    d = tempfile.mkdtemp(prefix="symode_bench_floor_")
+    env = dict(os.environ, NUMBA_CACHE_DIR=d, **(env_extra or {}))
+    src = os.path.join(d, "floor_child.py")
+    with open(src, "w") as fh:
+        fh.write(FLOOR_CHILD)
+    runs = []
+    try:
+        for i in range(repeats + 1):
+            p = subprocess.run([python or sys.executable, src], capture_output=True, text=True, env=env, timeout=300)
+            lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+            if p.returncode != 0 or not lines:
+                return {"error": (p.stderr or p.stdout)[-600:]}
+            if i > 0:
+                runs.append(json.loads(lines[-1]))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return min(runs, key=lambda r: r["total_s"])
+
+
+def floor_line(r):
+    if "error" in r:
+        return "start-up floor: failed: %s" % r["error"].splitlines()[-1][:120]
+    return ("start-up floor (fresh interpreter, imports + Numba's first cached call; no symode): %.2f s = NumPy %.2f "
+            "+ SymPy %.2f + Numba %.2f + Numba's first call %.2f" % (r["total_s"], r["numpy_s"], r["sympy_s"],
+                                                                     r["numba_s"], r["numba_first_call_s"]))
+
+
 def fmt(v):
     return "-" if v is None else "%.2f s" % v
 
@@ -123,6 +180,8 @@ def main():
     ap.add_argument("--out", default=None, help="write the JSON results here")
     ap.add_argument("--modes", default="pristine,empty,filled",
                     help="which caches: pristine (no model cache, no Numba cache), empty (no model cache), filled")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the start-up floor: importing NumPy, SymPy and Numba and Numba's first cached call")
     a = ap.parse_args()
     import bench_common as C
     probs = [p for p in C.expand_problems(a.problems) if p in COLD_PROBLEMS]
@@ -132,10 +191,13 @@ def main():
         print("[cold_start] %s ..." % p, file=sys.stderr, flush=True)
         res[p] = cold_pair(p, a.repeats, timeout=a.timeout, env_extra=env_extra,
                            modes=tuple(m for m in a.modes.split(",") if m in MODES))
+    floor = startup_floor(env_extra=env_extra) if a.floor else None
     print(C.scrub(table(res)))
+    if floor is not None:
+        print("\n" + floor_line(floor))
     if a.out:
         with open(a.out, "w") as fh:
-            json.dump(C.scrub({"machine": C.machine_info(), "results": res}), fh, indent=1)
+            json.dump(C.scrub({"machine": C.machine_info(), "results": res, "startup_floor": floor}), fh, indent=1)
 
 
 if __name__ == "__main__":
