@@ -293,6 +293,19 @@ def _clock_address():
     return _CLOCK[0]
 
 
+def flat_settings(opts, want_t=False):
+    """The solver settings as the prepared compiled calls take them (``_numeric.batch.vjp_discrete_flat``,
+    ``solve_flat``): fcfg = [h_init, h_max, dt_fixed], icfg = [fsal, error_order, adaptive, max_steps, clock
+    address, want dL/dts]."""
+    meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
+    a, b, be, c, dense, fsal, eo = meth.packed()
+    fcfg = np.array([0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
+                     1.0 if dt is None else dt])
+    icfg = np.array([int(fsal), int(eo), int(not meth.fixed), int(max_steps), _clock_address(), int(want_t)],
+                    dtype=np.int64)
+    return fcfg, icfg
+
+
 def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None, grad_t=True):
     """The default path: forward solve, discrete-adjoint sweep and dL/dts in one compiled call (with ``loss``,
     a FusedLoss, the loss and its cotangent too: ``cot`` is then computed, and the Gradient gets ``value``)."""

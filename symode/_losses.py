@@ -23,10 +23,10 @@ from ._compiled import _END, versions_tag
 from ._errors import InputValidationError, ModelError
 from . import _validate as V
 from ._batch import _broadcast, is_batch, vjp_batch
-from ._gradients import _SUCCESS_MESSAGE, FusedLoss, _clock_address, _discrete_fused, vjp
+from ._gradients import FusedLoss, _discrete_fused, flat_settings, vjp
 from ._numeric.batch import flat_size, vjp_discrete_flat
 from ._numeric.losses import eval_loss_rows, fill_data_rows
-from ._solution import Gradient, Solution
+from ._solution import Gradient, PreparedSolution, lazy_field
 from ._version import __version__
 
 
@@ -243,29 +243,22 @@ class ValueAndGradFn:
                 and (isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)))):
             fused = _fused_loss(model, loss, self.ts, data)
             self._fast = (fused, opts, throw, grad_t)
-            meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
-            a, b, be, c, dense, fsal, eo = meth.packed()
+            rtol_a, atol_a, ctrl = opts[2], opts[3], opts[6]
+            a, b, be, c, dense = opts[0].packed()[:5]
             n, p, m = model.n_states, model.n_params, self.ts.size
-            fcfg = np.array([0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
-                             1.0 if dt is None else dt])
-            icfg = np.array([int(fsal), int(eo), int(not meth.fixed), int(max_steps), _clock_address(), int(grad_t)],
-                            dtype=np.int64)
             # the prepared call's arguments but z0, theta, the capacity hint and the outputs
             self._flat = ((n,), (p,), flat_size(n, p, m), model.compiled.kern, self.ts, fused.addr, fused.D,
-                          fused.rows, a, b, be, c, dense, rtol_a, atol_a, ctrl, fcfg, icfg)
+                          fused.rows, a, b, be, c, dense, rtol_a, atol_a, ctrl) + flat_settings(opts, grad_t)
 
     def __call__(self, z0, theta=()):
         fast = self._fast
-        if fast is None or is_batch(z0, theta):
-            return value_and_grad(self.model, self.loss, z0, theta, self.ts, data=self.data, adjoint=self.adjoint,
-                                  **self.kwargs)
-        zshape, tshape, size, kern, ts, laddr, lD, lrows, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg = self._flat
         # z0 and theta that are already what the compiled call takes (float64, contiguous, writeable, of the
-        # model's sizes) go straight to it, which checks that they are finite; anything else (and any failure)
-        # goes through the validating path, which converts, names a problem, and reports a failed integration
-        if (type(z0) is np.ndarray and type(theta) is np.ndarray and z0.dtype is _F64 and theta.dtype is _F64
-                and z0.shape == zshape and theta.shape == tshape and z0.strides == _STRIDES
-                and theta.strides == _STRIDES and z0.flags.writeable and theta.flags.writeable):
+        # model's sizes) go straight to it, which checks that they are finite; anything else (and any failure,
+        # computed again there) goes through the validating path, which converts, names a problem, and reports a
+        # failed integration
+        if fast is not None and V.plain_pair(z0, theta, self._flat[0], self._flat[1]):
+            zshape, tshape, size, kern, ts, laddr, lD, lrows, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg = \
+                self._flat
             buf = np.zeros(size)
             stats = np.zeros(8, dtype=np.int64)
             model = self.model
@@ -274,40 +267,20 @@ class ValueAndGradFn:
             if status == 0 and finite:
                 model._note_steps(nrec)
                 return _PreparedGradient(self, buf, stats, nrec, value)
+        if fast is None or is_batch(z0, theta):
+            return value_and_grad(self.model, self.loss, z0, theta, self.ts, data=self.data, adjoint=self.adjoint,
+                                  **self.kwargs)
         fused, opts, throw, grad_t = fast
         z0v, thv = self.model._zt(z0, theta)
         return _discrete_fused(self.model, z0v, thv, self.ts.copy(), None, opts, throw, loss=fused, grad_t=grad_t)
 
 
-_F64 = np.dtype(np.float64)
-_STRIDES = (8,)
-
-
-def _lazy(name, build):
-    """A Gradient field computed from the raw outputs on first access (and settable like a plain field)."""
-    key = "_lazy_" + name
-
-    def get(self):
-        d = self.__dict__
-        if key not in d:
-            d[key] = build(self)
-        return d[key]
-
-    def set(self, v):
-        self.__dict__[key] = v
-
-    return property(get, set, doc=f"``{name}``, built on first access")
-
-
 def _prepared_solution(g):
-    fn, buf, st = g._fn, g._buf, g._st
+    fn, buf = g._fn, g._buf
     n, p, m = fn._flat[0][0], fn._flat[1][0], fn.ts.size
     o = n + p + m
-    meth = fn._fast[1][0]
-    stats = dict(nfev=int(st[0]), nsteps=int(st[1]), naccepted=int(st[2]), nrejected=int(st[3]), njev=0, nlu=0,
-                 method=meth.name)
-    return Solution(t=fn.ts.copy(), z=buf[o:o + m * n].reshape(m, n), stats=stats, status=0,
-                    message=_SUCCESS_MESSAGE, t_reached=float(buf[o + 2 * m * n]))
+    return PreparedSolution(fn.ts.copy(), buf[o:o + m * n].reshape(m, n), g._st, fn._fast[1][0].name,
+                            float(buf[o + 2 * m * n]))
 
 
 class _PreparedGradient(Gradient):
@@ -323,10 +296,10 @@ class _PreparedGradient(Gradient):
         self.theta = buf[n:n + p]
         self.value = float(value)
 
-    t = _lazy("t", lambda g: g._buf[g.z0.size + g.theta.size:g.z0.size + g.theta.size + g._fn.ts.size]
+    t = lazy_field("t", lambda g: g._buf[g.z0.size + g.theta.size:g.z0.size + g.theta.size + g._fn.ts.size]
               if g._fn._fast[3] else None)
-    solution = _lazy("solution", _prepared_solution)
-    stats = _lazy("stats", lambda g: dict(forward=g.solution.stats, steps_recorded=int(g._nrec)))
+    solution = lazy_field("solution", _prepared_solution)
+    stats = lazy_field("stats", lambda g: dict(forward=g.solution.stats, steps_recorded=int(g._nrec)))
 
     def __reduce__(self):
         return (Gradient, (self.z0, self.theta, self.t, self.value, self.stats, self.solution))

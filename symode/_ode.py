@@ -9,11 +9,12 @@ from . import _validate as V
 from ._batch import is_batch, solve_batch
 from ._compiled import CompiledModel
 from ._errors import InputValidationError, IntegrationError
-from ._gradients import vjp as _vjp
+from ._gradients import flat_settings, vjp as _vjp
 from ._losses import value_and_grad as _value_and_grad
 from ._numeric import methods as M
 from ._numeric import rk
-from ._solution import Solution
+from ._numeric.batch import FLAT_TAIL, solve_flat
+from ._solution import PreparedSolution, Solution
 from ._symbolic.derivatives import derivatives
 from ._symbolic.model import SymbolicModel
 
@@ -68,9 +69,11 @@ class ODE:
         self._compiled = None
         self._derivs = None
         self._opts_cache = {}
+        self._flat_cache = {}
         self._defaults = {}
         self._state_names = [str(s) for s in self._sym.states]
         self._param_names = [str(s) for s in self._sym.params]
+        self._zshape, self._tshape = (self._sym.n,), (self._sym.p,)   # what the prepared calls take
 
     # ------------------------------------------------------------------ description
     @property
@@ -309,6 +312,12 @@ class ODE:
                                        f"{', '.join(_SOLVE_KEYS)}")
         if ts is None:
             raise InputValidationError("`ts` (the output times, ts[0] being the start) is required")
+        if (client is None and controller is None and time_limit is None and type(rtol) is float
+                and type(atol) is float and V.plain_pair(z0, theta, self._zshape, self._tshape)
+                and V.plain_times(ts)):
+            sol = self._solve_flat(z0, theta, ts, (method, rtol, atol, dt, max_steps, dt_max))
+            if sol is not None:
+                return sol
         if is_batch(z0, theta):
             if client is not None:
                 from .distributed import map_solve
@@ -328,6 +337,33 @@ class ODE:
             return solve_stiff(self, z0, theta, ts, opts, throw)
         res = self._integrate(rk.MODE_F, z0, theta, ts, opts)
         return self._make_solution(ts, res, meth, opts[4], throw)
+
+    def _solve_flat(self, z0, theta, ts, key):
+        """A plain explicit solve of float64 vectors in one compiled call (``_numeric.batch.solve_flat``, which
+        checks z0, theta and ts), with the Solution's stats built on first read; None when the validating path
+        must answer instead: another method kind, an input that is not finite or not monotonic (named there), a
+        failed integration (computed again there, and raised or returned with its status), or a stiffness
+        warning to give."""
+        hit = self._flat_cache.get(key)
+        if hit is None:
+            opts = self._options(*key, None)
+            meth = opts[0]
+            hit = False
+            if meth.kind == "explicit":
+                hit = (meth.name, self.compiled.kern, *meth.packed()[:5], opts[2], opts[3], opts[6],
+                       *flat_settings(opts))
+            if len(self._flat_cache) < 64:
+                self._flat_cache[key] = hit
+        if hit is False:
+            return None
+        name, kern, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg = hit
+        m, n = ts.size, self.n_states
+        buf = np.empty(m + m * n + FLAT_TAIL)
+        stats = np.zeros(8, dtype=np.int64)
+        status = solve_flat(kern, theta, ts, z0, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg, buf, stats)
+        if status != 0 or stats[6]:
+            return None
+        return PreparedSolution(buf[:m], buf[m:m + m * n].reshape(m, n), stats, name, float(buf[m + m * n]))
 
     _rec_cap = 0  # capacity hint for the per-step records of gradient solves (0: the library default)
 

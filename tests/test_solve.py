@@ -245,3 +245,44 @@ def test_nonstiff_problem_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", symode.StiffnessWarning)
         lotka_volterra().solve(P1_Z0, P1_THETA, np.linspace(0, 10, 11), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("method,dt", [("dopri5", None), ("tsit5", None), ("bosh3", None), ("dop853", None),
+                                       ("rk4", 0.05), ("rodas5", None)])
+def test_prepared_solve_equals_the_validating_path(method, dt):
+    """float64 vectors go to one compiled call (it checks z0, theta and ts) and the Solution's stats are built
+    when first read; lists take the validating path. Both must give the same solution, bit for bit, forward and
+    backward in time, with the same stats and message; the Solution's t is its own copy; a bad value is named
+    and a failed integration reported as before; no other input form compiles another specialisation."""
+    import pickle
+
+    from symode._numeric.batch import solve_flat
+
+    lv = lotka_volterra()
+    kw = dict(method=method, dt=dt, rtol=1e-7, atol=1e-9)
+    for ts in (np.linspace(0.0, 5.0, 41), np.linspace(2.0, -1.0, 17)):
+        fast = lv.solve(P1_Z0.copy(), P1_THETA.copy(), ts, **kw)
+        ref = lv.solve(list(P1_Z0), list(P1_THETA), list(ts), **kw)
+        assert (type(fast) is not symode.Solution) == (method != "rodas5")   # rodas5: the validating path
+        assert np.array_equal(fast.z, ref.z) and np.array_equal(fast.t, ts) and fast.t is not ts
+        assert fast.stats == ref.stats and fast.message == ref.message and fast.status == ref.status == 0
+        assert fast.t_reached == ref.t_reached == ts[-1] and fast.success
+        p = pickle.loads(pickle.dumps(fast))
+        assert type(p) is symode.Solution and p.stats == fast.stats and np.array_equal(p.z, fast.z)
+    ts = np.linspace(0.0, 5.0, 41)
+    for z0, th, tt, name in [(np.array([1.0, np.nan]), P1_THETA, ts, "z"),
+                             (P1_Z0, np.array([1.5, 1.0, np.inf, 1.0]), ts, "theta"),
+                             (P1_Z0, P1_THETA, np.array([0.0, 1.0, np.nan]), "ts"),
+                             (P1_Z0, P1_THETA, np.array([0.0, 1.0, 1.0, 2.0]), "monotonic")]:
+        with pytest.raises(symode.InputValidationError, match=name):
+            lv.solve(z0, th, tt, **kw)
+    if method != "rodas5":
+        with pytest.raises(symode.IntegrationError, match="MAX_STEPS"):
+            lv.solve(P1_Z0, P1_THETA, ts, **dict(kw, max_steps=3))
+        sol = lv.solve(P1_Z0, P1_THETA, ts, throw=False, **dict(kw, max_steps=3))
+        assert sol.status == _status.MAX_STEPS and np.isnan(sol.z[-1]).all() and not np.isnan(sol.z[0]).any()
+    ro = P1_Z0.copy()
+    ro.setflags(write=False)
+    for z0 in (ro, np.repeat(P1_Z0, 2)[::2], P1_Z0.astype(np.float32)):   # P1_Z0 is exact in float32
+        assert np.array_equal(lv.solve(z0, P1_THETA, ts, **kw).z, lv.solve(P1_Z0, P1_THETA, ts, **kw).z)
+    assert len(solve_flat.signatures) <= 1

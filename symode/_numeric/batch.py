@@ -80,6 +80,37 @@ def vjp_discrete_flat(kern, theta, ts, y0, loss_addr, loss_d, loss_rows, rk_a, r
 
 
 @njit(**_SERIAL)
+def solve_flat(kern, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, rtol, atol, ctrl, fcfg, icfg, buf,
+               stats):
+    """``model.solve``'s call for float64 vectors: settings packed as for ``vjp_discrete_flat``, outputs in
+    buf = [ts (m), out_y (m n), fstats (4)] (ts copied there: the Solution's own). z0, theta and ts are checked
+    here: status -1, nothing integrated, when an entry is not finite or ts is not strictly monotonic (the
+    caller's validating path then names the problem). Returns the integration's status."""
+    n = y0.size
+    p = theta.size
+    m = ts.size
+    for q in range(n):
+        if not math.isfinite(y0[q]):
+            return -1
+    for k in range(p):
+        if not math.isfinite(theta[k]):
+            return -1
+    up = ts[1] > ts[0]
+    for i in range(m):
+        v = ts[i]
+        if not math.isfinite(v) or (i > 0 and ((v > ts[i - 1]) != up or v == ts[i - 1])):
+            return -1
+        buf[i] = v
+    out_y = buf[m:m + m * n].reshape((m, n))
+    fstats = buf[m + m * n:m + m * n + FLAT_TAIL]
+    jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)
+    res = integrate(MODE_F, kern, n, p, theta, buf[:m], y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, icfg[0] != 0,
+                    icfg[1], icfg[2] != 0, rtol, atol, n, fcfg[0], fcfg[1], fcfg[2], icfg[3], ctrl, False, False,
+                    jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 0, out_y, stats, fstats, icfg[4], 0)
+    return res[0]
+
+
+@njit(**_SERIAL)
 def _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b, rk_b_error,
                        rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps,
                        ctrl, out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap, want_t, ph):
