@@ -27,6 +27,41 @@ from .fnptr import call_v, call_vw
 from .rk import dense_weight
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
+_INLINE = dict(_OPTS, inline="always")
+
+
+@njit(**_INLINE)
+def step_outputs(k, i_out, out_step, out_frac, cotangent, dense, scale, ybar, y0bar, Kbar, active):
+    """The cotangents of the outputs of step k (from ``i_out`` down; output 0, z(ts[0]) = z0, never): one at the
+    step's end (fraction 1) joins ``ybar``, the adjoint of y_{k+1}; one inside it, y_k + scale sum_j b_j(x) K_j,
+    joins ``y0bar`` and the stages' ``Kbar``, and sets ``active[j]`` for each stage a nonzero weight reaches.
+    ``Kbar`` and ``y0bar`` are zeroed and ``active`` cleared first. Returns (the next output, any inside)."""
+    s, n = Kbar.shape
+    for j in range(s):
+        active[j] = False
+        for q in range(n):
+            Kbar[j, q] = 0.0
+    for q in range(n):
+        y0bar[q] = 0.0
+    inside = False
+    while i_out >= 1 and out_step[i_out] == k:
+        x = out_frac[i_out]
+        if x == 1.0:
+            for q in range(n):
+                ybar[q] += cotangent[i_out, q]
+        else:
+            inside = True
+            for q in range(n):
+                y0bar[q] += cotangent[i_out, q]
+            for j in range(s):
+                bj = dense_weight(dense, j, x)
+                if bj != 0.0:
+                    active[j] = True
+                    c = scale * bj
+                    for q in range(n):
+                        Kbar[j, q] += c * cotangent[i_out, q]
+        i_out -= 1
+    return i_out, inside
 
 
 @njit(**_OPTS)
@@ -68,30 +103,7 @@ def sweep_general(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk_
     for k in range(nsteps - 1, -1, -1):
         h = rec_h[k]
         t0 = rec_t[k]
-        for j in range(s):
-            active[j] = False
-            for q in range(n):
-                Kbar[j, q] = 0.0
-        # outputs that fall in this step: an output at the step's end adds to ybar (the adjoint of
-        # y_{k+1}); an interior one, y_k + h sum_j b_j(x) K_j, adds to the stages' and to y_k's adjoints
-        for q in range(n):
-            y0bar_out[q] = 0.0
-        while i_out >= 1 and out_step[i_out] == k:
-            x = out_frac[i_out]
-            if x == 1.0:
-                for q in range(n):
-                    ybar[q] += cotangent[i_out, q]
-            else:
-                for q in range(n):
-                    y0bar_out[q] += cotangent[i_out, q]
-                for j in range(s):
-                    bj = dense_weight(rk_dense, j, x)
-                    if bj != 0.0:
-                        active[j] = True
-                        c = h * bj
-                        for q in range(n):
-                            Kbar[j, q] += c * cotangent[i_out, q]
-            i_out -= 1
+        i_out, _ = step_outputs(k, i_out, out_step, out_frac, cotangent, rk_dense, h, ybar, y0bar_out, Kbar, active)
         # the step's own map: Kbar_j += h b_j ybar(end)
         for j in range(s):
             if rk_b[j] != 0.0:
@@ -159,6 +171,7 @@ def sweep_fsal(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk_c, 
     ynb = np.zeros(n)
     Y = np.empty(n)
     wp = np.zeros(1 if wrec else max(p, 1))   # vjp_rec adds into gtheta itself
+    active = np.zeros(s, dtype=np.bool_)       # (not needed here: every stage but the FSAL one is visited)
     for q in range(n):
         ybar[q] = 0.0
     for k in range(p):
@@ -167,28 +180,7 @@ def sweep_fsal(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk_c, 
     for k in range(nsteps - 1, -1, -1):
         h = rec_h[k]
         t0 = rec_t[k]
-        for j in range(s):
-            for q in range(n):
-                Kbar[j, q] = 0.0
-        for q in range(n):
-            ynb[q] = 0.0
-        # outputs in this step: at its end they add to ybar (the adjoint of y_{k+1}); inside it,
-        # y_k + h sum_j b_j(x) K_j, to y_k's adjoint and the stages'
-        inside = False
-        while i_out >= 1 and out_step[i_out] == k:
-            x = out_frac[i_out]
-            if x == 1.0:
-                for q in range(n):
-                    ybar[q] += cotangent[i_out, q]
-            else:
-                inside = True
-                for q in range(n):
-                    ynb[q] += cotangent[i_out, q]
-                for j in range(s):
-                    c = h * dense_weight(rk_dense, j, x)
-                    for q in range(n):
-                        Kbar[j, q] += c * cotangent[i_out, q]
-            i_out -= 1
+        i_out, inside = step_outputs(k, i_out, out_step, out_frac, cotangent, rk_dense, h, ybar, ynb, Kbar, active)
         if inside:   # the FSAL stage K_{s-1} = f(t_k + h, y_{k+1}): its cotangent joins y_{k+1}'s
             if k + 1 < nsteps:
                 for q in range(n):

@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from .fnptr import call_j, call_v
-from .rk import dense_weight
+from .adjoint import step_outputs
 from .rosenbrock import K_JZ, K_VJP, lu_factor
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
@@ -98,6 +98,7 @@ def discrete_sweep(kern, hvjp, n, p, theta, htheta, hm_i, hm_j, ft_rows, rec_t, 
     y0bar = np.empty(n)
     FTbar = np.zeros(n)
     wp = np.zeros(max(p, 1))
+    reached = np.zeros(s, dtype=np.bool_)   # step_outputs' stage flags (every stage is visited here)
     e0 = np.zeros(n)
     e0[0] = 1.0
     hz = np.empty(n)
@@ -116,27 +117,8 @@ def discrete_sweep(kern, hvjp, n, p, theta, htheta, hm_i, hm_j, ft_rows, rec_t, 
         y0 = rec_y[k]
         # cotangents of the outputs in this step: at its end they join the adjoint of y1; inside it,
         # y0 + sum_i b_i(frac) U_i, they go to y0 and to the stages
-        for i in range(s):
-            for q in range(n):
-                Ubar[i, q] = 0.0
-        for q in range(n):
-            y0bar[q] = 0.0
-        any_out = False
-        while i_out >= 1 and out_step[i_out] == k:
-            x = out_frac[i_out]
-            if x == 1.0:
-                for q in range(n):
-                    ybar[q] += cotangent[i_out, q]
-            else:
-                any_out = True
-                for q in range(n):
-                    y0bar[q] += cotangent[i_out, q]
-                for i in range(s):
-                    bi = dense_weight(ros_dense, i, x)
-                    if bi != 0.0:
-                        for q in range(n):
-                            Ubar[i, q] += bi * cotangent[i_out, q]
-            i_out -= 1
+        i_out, any_out = step_outputs(k, i_out, out_step, out_frac, cotangent, ros_dense, 1.0, ybar, y0bar, Ubar,
+                                      reached)
         live = any_out
         if not live:
             for q in range(n):
