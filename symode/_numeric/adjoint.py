@@ -64,6 +64,20 @@ def step_outputs(k, i_out, out_step, out_frac, cotangent, dense, scale, ybar, y0
     return i_out, inside
 
 
+@njit(**_INLINE)
+def sweep_work(kern, n, p, s, rec_w, ybar, gtheta):
+    """A sweep's start: ``ybar`` and ``gtheta`` zeroed; returns the vjp addresses (plain, and with recorded
+    activations when ``rec_w`` has rows), whether to use the latter, and the work arrays Kbar (s, n), Ybar,
+    y0bar, Y (n), wp (the plain vjp's dL/dtheta; vjp_rec adds into gtheta itself) and the stage flags (s)."""
+    wrec = rec_w.shape[0] > 0
+    for q in range(n):
+        ybar[q] = 0.0
+    for k in range(p):
+        gtheta[k] = 0.0
+    return (kern[4], kern[6] if wrec else 0, wrec, np.zeros((s, n)), np.zeros(n), np.zeros(n), np.empty(n),
+            np.zeros(1 if wrec else max(p, 1)), np.zeros(s, dtype=np.bool_))
+
+
 @njit(**_OPTS)
 def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk_c, rk_dense,
                    out_step, out_frac, cotangent, ybar, gtheta, rec_w):
@@ -83,23 +97,10 @@ def discrete_sweep(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk
 def sweep_general(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk_c, rk_dense,
                   out_step, out_frac, cotangent, ybar, gtheta, rec_w):
     """``discrete_sweep`` for any tableau: every stage visited when a weight reaches it (``active``)."""
-    va = kern[4]
-    wrec = rec_w.shape[0] > 0
-    vra = kern[6] if wrec else 0
     nsteps = rec_t.size
     s = rk_b.size
-    m = out_step.size
-    Kbar = np.zeros((s, n))
-    Ybar = np.zeros(n)
-    Y = np.empty(n)
-    wp = np.zeros(1 if wrec else max(p, 1))   # vjp_rec adds into gtheta itself
-    active = np.zeros(s, dtype=np.bool_)
-    y0bar_out = np.zeros(n)
-    for q in range(n):
-        ybar[q] = 0.0
-    for k in range(p):
-        gtheta[k] = 0.0
-    i_out = m - 1
+    va, vra, wrec, Kbar, Ybar, y0bar_out, Y, wp, active = sweep_work(kern, n, p, s, rec_w, ybar, gtheta)
+    i_out = out_step.size - 1
     for k in range(nsteps - 1, -1, -1):
         h = rec_h[k]
         t0 = rec_t[k]
@@ -160,23 +161,12 @@ def sweep_fsal(kern, n, p, theta, rec_t, rec_h, rec_y, rec_k, rk_a, rk_b, rk_c, 
     and only the stages between have their Y recomputed from the recorded stages. The FSAL stage is visited
     only in steps with an output inside them, the only ones where a weight reaches it. The same sums as
     ``sweep_general`` in another order: results agree to rounding (tested)."""
-    va = kern[4]
-    wrec = rec_w.shape[0] > 0
-    vra = kern[6] if wrec else 0
     nsteps = rec_t.size
     s = rk_b.size
-    m = out_step.size
-    Kbar = np.zeros((s, n))
-    Ybar = np.zeros(n)
-    ynb = np.zeros(n)
-    Y = np.empty(n)
-    wp = np.zeros(1 if wrec else max(p, 1))   # vjp_rec adds into gtheta itself
-    active = np.zeros(s, dtype=np.bool_)       # (not needed here: every stage but the FSAL one is visited)
-    for q in range(n):
-        ybar[q] = 0.0
-    for k in range(p):
-        gtheta[k] = 0.0
-    i_out = m - 1
+    va, vra, wrec, Kbar, Ybar, ynb, Y, wp, active = sweep_work(kern, n, p, s, rec_w, ybar, gtheta)
+    # The vjp calls below are written out at each stage site: an inlined helper holding them (vjp_rec or vjp,
+    # then the dL/dtheta sum) made this sweep 1.5x slower on P1 (31 -> 48 us), as in rk.py's stage loops.
+    i_out = out_step.size - 1
     for k in range(nsteps - 1, -1, -1):
         h = rec_h[k]
         t0 = rec_t[k]
