@@ -315,7 +315,7 @@ class ODE:
         if (client is None and controller is None and time_limit is None and type(rtol) is float
                 and type(atol) is float and V.plain_pair(z0, theta, self._zshape, self._tshape)
                 and V.plain_times(ts)):
-            sol = self._solve_flat(z0, theta, ts, (method, rtol, atol, dt, max_steps, dt_max))
+            sol = self._solve_flat(z0, theta, ts, (method, rtol, atol, dt, max_steps, dt_max), throw)
             if sol is not None:
                 return sol
         if is_batch(z0, theta):
@@ -336,34 +336,39 @@ class ODE:
 
             return solve_stiff(self, z0, theta, ts, opts, throw)
         res = self._integrate(rk.MODE_F, z0, theta, ts, opts)
-        return self._make_solution(ts, res, meth, opts[4], throw)
+        return self._make_solution(ts, res, meth, opts[4], throw, stacklevel=3)   # a warning names the caller
 
-    def _solve_flat(self, z0, theta, ts, key):
+    def _solve_flat(self, z0, theta, ts, key, throw):
         """A plain explicit solve of float64 vectors in one compiled call (``_numeric.batch.solve_flat``, which
-        checks z0, theta and ts), with the Solution's stats built on first read; None when the validating path
-        must answer instead: another method kind, an input that is not finite or not monotonic (named there), a
-        failed integration (computed again there, and raised or returned with its status), or a stiffness
-        warning to give."""
+        checks z0, theta and ts), with the Solution's stats built on first read; a failed integration is raised
+        or returned with its status, and a stiffness warning given, as by the validating path. None when that
+        path must answer instead: another method kind, or an input that is not finite or not monotonic (it
+        names the problem)."""
         hit = self._flat_cache.get(key)
         if hit is None:
             opts = self._options(*key, None)
             meth = opts[0]
             hit = False
             if meth.kind == "explicit":
-                hit = (meth.name, self.compiled.kern, *meth.packed()[:5], opts[2], opts[3], opts[6],
+                hit = (meth, opts[4], self.compiled.kern, *meth.packed()[:5], opts[2], opts[3], opts[6],
                        *flat_settings(opts))
             if len(self._flat_cache) < 64:
                 self._flat_cache[key] = hit
         if hit is False:
             return None
-        name, kern, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg = hit
+        meth, max_steps, kern, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg = hit
         m, n = ts.size, self.n_states
         buf = np.empty(m + m * n + FLAT_TAIL)
         stats = np.zeros(8, dtype=np.int64)
         status = solve_flat(kern, theta, ts, z0, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg, buf, stats)
-        if status != 0 or stats[6]:
+        if status == 0 and not stats[6]:
+            return PreparedSolution(buf[:m], buf[m:m + m * n].reshape(m, n), stats, meth.name, float(buf[m + m * n]))
+        if status < 0:
             return None
-        return PreparedSolution(buf[:m], buf[m:m + m * n].reshape(m, n), stats, name, float(buf[m + m * n]))
+        o = m + m * n   # a failure (its unreached rows are NaN already) or a stiffness warning to give
+        res = dict(status=int(status), out_y=buf[m:o].reshape(m, n), out_step=np.zeros(m, dtype=np.int64),
+                   stats=stats, t_reached=float(buf[o]), t_stiff=float(buf[o + 1]))
+        return self._make_solution(buf[:m], res, meth, max_steps, throw, stacklevel=4)   # solve, _solve_flat
 
     _rec_cap = 0  # capacity hint for the per-step records of gradient solves (0: the library default)
 
@@ -423,7 +428,7 @@ class ODE:
                     rec_t=rec_t, rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, rec_w=rec_w, stats=stats,
                     t_reached=float(fstats[0]), method=meth)
 
-    def _make_solution(self, ts, res, meth, max_steps, throw, n=None):
+    def _make_solution(self, ts, res, meth, max_steps, throw, n=None, stacklevel=4):
         n = self.n_states if n is None else n
         status = res["status"]
         z = res["out_y"][:, :n]
@@ -443,7 +448,7 @@ class ODE:
             warnings.warn(f"The problem appears stiff from t={stats['stiffness_detected_at']:.6g} on "
                           f"({stats['nfev']} RHS evaluations with {meth.name}); a stiff method will be much "
                           "faster: method='rodas5', or method='auto' to switch automatically.",
-                          symode_stiffness_warning(), stacklevel=4)
+                          symode_stiffness_warning(), stacklevel=stacklevel)
         sol = Solution(t=ts, z=z, stats=stats, status=status, message=msg, t_reached=res["t_reached"])
         if status != _status.SUCCESS and throw:
             raise IntegrationError(f"{_status.NAMES[status]}: {msg}", status=status, t=res["t_reached"],

@@ -239,6 +239,25 @@ def test_explicit_method_on_stiff_problem_warns_and_stops():
     assert sol.stats["stiffness_detected_at"] < 1.0
 
 
+def test_stiffness_warning_from_the_prepared_solve():
+    """float64 vectors take the prepared compiled solve: a stiff problem under dopri5 warns there too, with the
+    same solution as the validating path (lists), and both warnings point at the caller's line."""
+    y1, y2, y3 = sp.symbols("y1 y2 y3")
+    k1, k2, k3 = sp.symbols("k1 k2 k3")
+    rob = symode.ODE([-k1 * y1 + k3 * y2 * y3, k1 * y1 - k3 * y2 * y3 - k2 * y2 ** 2, k2 * y2 ** 2],
+                     states=[y1, y2, y3], params=[k1, k2, k3])
+    args = (np.array([1.0, 0.0, 0.0]), np.array([0.04, 3e7, 1e4]), np.array([0.0, 1e5]))
+    kw = dict(rtol=1e-6, atol=1e-10, max_steps=20000, throw=False)
+    with pytest.warns(symode.StiffnessWarning, match="rodas5") as rec:
+        sol = rob.solve(*args, **kw)
+    assert rec[0].filename == __file__
+    with pytest.warns(symode.StiffnessWarning) as rec:
+        ref = rob.solve(*(list(a) for a in args), **kw)
+    assert rec[0].filename == __file__
+    assert sol.status == ref.status == _status.MAX_STEPS and np.array_equal(sol.z, ref.z, equal_nan=True)
+    assert sol.stats == ref.stats and sol.message == ref.message
+
+
 def test_nonstiff_problem_does_not_warn():
     import warnings
 
@@ -247,8 +266,8 @@ def test_nonstiff_problem_does_not_warn():
         lotka_volterra().solve(P1_Z0, P1_THETA, np.linspace(0, 10, 11), rtol=1e-8, atol=1e-8)
 
 
-@pytest.mark.parametrize("method,dt", [("dopri5", None), ("tsit5", None), ("bosh3", None), ("dop853", None),
-                                       ("rk4", 0.05), ("rodas5", None)])
+@pytest.mark.parametrize("method,dt", [("dopri5", None), ("dopri5", 0.01), ("tsit5", None), ("bosh3", None),
+                                       ("dop853", None), ("rk4", 0.05), ("rodas5", None)])
 def test_prepared_solve_equals_the_validating_path(method, dt):
     """float64 vectors go to one compiled call (it checks z0, theta and ts) and the Solution's stats are built
     when first read; lists take the validating path. Both must give the same solution, bit for bit, forward and
@@ -280,7 +299,10 @@ def test_prepared_solve_equals_the_validating_path(method, dt):
         with pytest.raises(symode.IntegrationError, match="MAX_STEPS"):
             lv.solve(P1_Z0, P1_THETA, ts, **dict(kw, max_steps=3))
         sol = lv.solve(P1_Z0, P1_THETA, ts, throw=False, **dict(kw, max_steps=3))
+        ref = lv.solve(list(P1_Z0), P1_THETA, ts, throw=False, **dict(kw, max_steps=3))
         assert sol.status == _status.MAX_STEPS and np.isnan(sol.z[-1]).all() and not np.isnan(sol.z[0]).any()
+        assert np.array_equal(sol.z, ref.z, equal_nan=True) and sol.message == ref.message
+        assert sol.stats == ref.stats and sol.t_reached == ref.t_reached
     ro = P1_Z0.copy()
     ro.setflags(write=False)
     for z0 in (ro, np.repeat(P1_Z0, 2)[::2], P1_Z0.astype(np.float32)):   # P1_Z0 is exact in float32

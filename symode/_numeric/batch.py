@@ -83,9 +83,10 @@ def vjp_discrete_flat(kern, theta, ts, y0, loss_addr, loss_d, loss_rows, rk_a, r
 def solve_flat(kern, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, rtol, atol, ctrl, fcfg, icfg, buf,
                stats):
     """``model.solve``'s call for float64 vectors: settings packed as for ``vjp_discrete_flat``, outputs in
-    buf = [ts (m), out_y (m n), fstats (4)] (ts copied there: the Solution's own). z0, theta and ts are checked
-    here: status -1, nothing integrated, when an entry is not finite or ts is not strictly monotonic (the
-    caller's validating path then names the problem). Returns the integration's status."""
+    buf = [ts (m), out_y (m n), fstats (4)] (ts copied there: the Solution's own; after a failure the rows not
+    reached are NaN). z0, theta and ts are checked here: status -1, nothing integrated, when an entry is not
+    finite or ts is not strictly monotonic (the caller's validating path then names the problem). Returns the
+    integration's status."""
     n = y0.size
     p = theta.size
     m = ts.size
@@ -107,6 +108,12 @@ def solve_flat(kern, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, rtol
     res = integrate(MODE_F, kern, n, p, theta, buf[:m], y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, icfg[0] != 0,
                     icfg[1], icfg[2] != 0, rtol, atol, n, fcfg[0], fcfg[1], fcfg[2], icfg[3], ctrl, False, False,
                     jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 0, out_y, stats, fstats, icfg[4], 0)
+    if res[0] != 0:   # a failed solve: the rows it did not reach are NaN
+        out_step = res[1]
+        for i in range(1, m):
+            if out_step[i] < 0:
+                for q in range(n):
+                    out_y[i, q] = np.nan
     return res[0]
 
 
