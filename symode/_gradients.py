@@ -332,13 +332,21 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None, grad_t=Tr
                                     0.0 if dt_max is None else dt_max, 1.0 if dt is None else dt, max_steps, ctrl,
                                     out_y, gz, gp, gt, stats, fstats, _clock_address(), model._rec_cap, grad_t)
     model._note_steps(int(nrec))
+    return fused_result(meth, max_steps, throw, status, nrec, value, finite, ts, out_y, gz, gp, gt, stats,
+                        float(fstats[0]), grad_t, loss is not None)
+
+
+def fused_result(meth, max_steps, throw, status, nrec, value, finite, ts, out_y, gz, gp, gt, stats, t_reached,
+                 grad_t, with_value):
+    """The Gradient of a fused compiled call's outputs (``vjp_discrete_one``, ``vjp_discrete_flat``), or its
+    failure: raised as IntegrationError with ``throw``, else returned with the status (NaN gradients)."""
     st = dict(nfev=int(stats[0]), nsteps=int(stats[1]), naccepted=int(stats[2]), nrejected=int(stats[3]),
               njev=0, nlu=0, method=meth.name)
-    msg = _SUCCESS_MESSAGE if status == 0 else _status.message(int(status), float(fstats[0]), max_steps)
-    sol = Solution(t=ts, z=out_y, stats=st, status=int(status), message=msg, t_reached=float(fstats[0]))
+    msg = _SUCCESS_MESSAGE if status == 0 else _status.message(int(status), t_reached, max_steps)
+    sol = Solution(t=ts, z=out_y, stats=st, status=int(status), message=msg, t_reached=t_reached)
     if status != _status.SUCCESS:
         if throw:
-            raise IntegrationError(f"{_status.NAMES[int(status)]}: {msg}", status=int(status), t=float(fstats[0]),
+            raise IntegrationError(f"{_status.NAMES[int(status)]}: {msg}", status=int(status), t=t_reached,
                                    solution=sol)
         g = Gradient(z0=gz, theta=gp, t=gt, solution=sol)
         g.stats = dict(status=int(status), message=msg)
@@ -347,7 +355,7 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None, grad_t=Tr
         raise IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
     g = Gradient(z0=gz, theta=gp, t=gt if grad_t else None, stats=dict(forward=st, steps_recorded=int(nrec)),
                  solution=sol)
-    if loss is not None:
+    if with_value:
         g.value = float(value)
     return g
 

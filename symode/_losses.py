@@ -23,7 +23,7 @@ from ._compiled import _END, versions_tag
 from ._errors import InputValidationError, ModelError
 from . import _validate as V
 from ._batch import _broadcast, is_batch, vjp_batch
-from ._gradients import FusedLoss, _discrete_fused, flat_settings, vjp
+from ._gradients import FusedLoss, _discrete_fused, flat_settings, fused_result, vjp
 from ._numeric.batch import flat_size, vjp_discrete_flat
 from ._numeric.losses import eval_loss_rows, fill_data_rows
 from ._solution import Gradient, PreparedSolution, lazy_field
@@ -253,9 +253,8 @@ class ValueAndGradFn:
     def __call__(self, z0, theta=()):
         fast = self._fast
         # z0 and theta that are already what the compiled call takes (float64, contiguous, writeable, of the
-        # model's sizes) go straight to it, which checks that they are finite; anything else (and any failure,
-        # computed again there) goes through the validating path, which converts, names a problem, and reports a
-        # failed integration
+        # model's sizes) go straight to it, which checks that they are finite; anything else goes through the
+        # validating path, which converts them or names the problem
         if fast is not None and V.plain_pair(z0, theta, self._flat[0], self._flat[1]):
             zshape, tshape, size, kern, ts, laddr, lD, lrows, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg = \
                 self._flat
@@ -264,9 +263,15 @@ class ValueAndGradFn:
             model = self.model
             status, nrec, value, finite = vjp_discrete_flat(kern, theta, ts, z0, laddr, lD, lrows, a, b, be, c, dense,
                                                             rtol, atol, ctrl, fcfg, icfg, model._rec_cap, buf, stats)
-            if status == 0 and finite:
+            if status >= 0:   # -1: z0 or theta not finite, named by the validating path below
                 model._note_steps(nrec)
-                return _PreparedGradient(self, buf, stats, nrec, value)
+                if status == 0 and finite:
+                    return _PreparedGradient(self, buf, stats, nrec, value)
+                n, p, m = zshape[0], tshape[0], ts.size
+                o = n + p + m
+                return fused_result(fast[1][0], fast[1][4], fast[2], status, nrec, value, finite, ts.copy(),
+                                    buf[o:o + m * n].reshape(m, n), buf[:n], buf[n:n + p], buf[n + p:o], stats,
+                                    float(buf[o + 2 * m * n]), fast[3], True)
         if fast is None or is_batch(z0, theta):
             return value_and_grad(self.model, self.loss, z0, theta, self.ts, data=self.data, adjoint=self.adjoint,
                                   **self.kwargs)

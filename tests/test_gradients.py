@@ -362,6 +362,10 @@ def test_value_and_grad_fn_inputs_failures_and_results():
     g = lv.value_and_grad_fn(loss, ts, max_steps=20, throw=False)(P1_Z0, P1_THETA)
     assert not g.solution.success and g.solution.status_name == "MAX_STEPS" and g.stats["status"] == 1
     assert np.all(np.isnan(g.theta))
+    ref = lv.value_and_grad(loss, list(P1_Z0), P1_THETA, ts, max_steps=20, throw=False)   # the validating path
+    assert g.stats == ref.stats and g.solution.stats == ref.solution.stats
+    assert np.array_equal(g.solution.z, ref.solution.z, equal_nan=True)
+    assert np.array_equal(g.z0, ref.z0, equal_nan=True) and np.array_equal(g.t, ref.t, equal_nan=True)
 
 
 def test_recorded_solves_beyond_the_first_record_capacity():
