@@ -18,6 +18,24 @@ from ._version import __version__ as __version__
 from ._numeric.methods import METHODS as _METHODS
 
 METHODS = tuple(_METHODS)
-from ._train import FitResult as FitResult, Trainer as Trainer, TrainState as TrainState, fit as fit
-from . import optim as optim
-from . import nn as nn
+
+# Training (fit, Trainer, ...), optim and nn are imported on first use: a script that only solves or takes
+# gradients starts without them (PEP 562 module __getattr__).
+_LAZY = {"fit": "._train", "Trainer": "._train", "TrainState": "._train", "FitResult": "._train",
+         "optim": ".optim", "nn": ".nn"}
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'symode' has no attribute {name!r}")
+    import importlib
+
+    m = importlib.import_module(mod, __name__)
+    value = m if mod == "." + name else getattr(m, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

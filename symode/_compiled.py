@@ -14,9 +14,8 @@ import numpy as np
 import sympy as sp
 
 from ._codegen import loader
-from ._codegen.emit import EMIT_REVISION, NET_CODEGEN, emit_module, emit_network_module
+from ._codegen import EMIT_REVISION, NET_CODEGEN
 from ._errors import ModelTooLargeError
-from ._symbolic.derivatives import derivatives
 from ._version import CODEGEN_VERSION, __version__
 
 _lock = threading.Lock()
@@ -83,7 +82,6 @@ def versions_tag():
     import numba
     import sympy
 
-    from ._codegen.emit import EMIT_REVISION
     from ._numeric import fnptr, signatures, vmath
 
     abi = _abi_digest(fnptr, signatures, vmath)
@@ -123,6 +121,9 @@ class CompiledModel:
                     est = estimate_ops(sym)
                     if est > 2 * limit:  # clearly too large: refuse before the (then slow) derivation
                         raise _too_large(est, limit, "an estimated ")
+                from ._codegen.emit import emit_module, emit_network_module   # a cache miss: derive and print
+                from ._symbolic.derivatives import derivatives
+
                 derivs = derivatives(sym)
                 self.derivatives = derivs
                 t1 = time.perf_counter()

@@ -18,7 +18,6 @@ import numpy as np
 import sympy as sp
 
 from ._codegen import loader
-from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel
 from ._compiled import _END, versions_tag
 from ._errors import InputValidationError, ModelError
 from . import _validate as V
@@ -106,6 +105,8 @@ class CompiledLoss:
         path = loader.module_path(key)
         text = loader.read_valid(path, key)
         if text is None:
+            from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel   # a cache miss
+
             smap = base_symbol_map(sym)
             smap.update({s: f"d[{j}]" for j, s in enumerate(d_c)})
             grads = [(f"out_z[{i}]", sp.diff(e_c, z)) for i, z in enumerate(sym.z_c)]

@@ -15,7 +15,6 @@ from ._numeric import methods as M
 from ._numeric import rk
 from ._numeric.batch import FLAT_TAIL, solve_flat
 from ._solution import PreparedSolution, Solution
-from ._symbolic.derivatives import derivatives
 from ._symbolic.model import SymbolicModel
 
 DEFAULT_MAX_STEPS = 100_000
@@ -106,6 +105,8 @@ class ODE:
             if self._compiled is not None and getattr(self._compiled, "derivatives", None) is not None:
                 self._derivs = self._compiled.derivatives
             else:
+                from ._symbolic.derivatives import derivatives
+
                 self._derivs = derivatives(self._sym)
         return self._derivs
 

@@ -179,3 +179,20 @@ def test_library_cache_is_dropped_when_a_library_source_changes(tmp_path):
     assert out["fresh"]
     assert "rk.integrate-1.py311.nbi" not in out["left"] and "rk.integrate-1.py311.1.nbc" not in out["left"]
     assert "other.f-1.py311.nbi" in out["left"]          # files of other packages are left alone
+
+
+def test_a_cached_model_starts_without_the_emitter_or_the_trainer(env):
+    """A warm start loads a cached model and solves without importing what only a cache miss or training
+    needs (the code emitter, the symbolic derivatives, the trainer, optim, nn: about 40 ms of imports), and the
+    lazily imported names still resolve."""
+    code = BUILD + textwrap.dedent("""
+        g = m.value_and_grad(x ** 2, [1.0, 0.5], [0.3], [0.0, 1.0])
+        lazy = ["symode._codegen.emit", "symode._symbolic.derivatives", "symode._train", "symode.optim", "symode.nn"]
+        loaded = [name for name in lazy if name in sys.modules]
+        ok = symode.fit.__name__ == "fit" and symode.nn.mlp and symode.optim and "Trainer" in dir(symode)
+        print(json.dumps(dict(loaded=loaded, generated=comp.generated, ok=bool(ok))))
+    """)
+    first, _ = run(env, code=code)   # fills the cache: the model and its loss are generated
+    assert first["generated"] and "symode._codegen.emit" in first["loaded"]
+    out, _ = run(env, code=code)
+    assert out == dict(loaded=[], generated=False, ok=True)
