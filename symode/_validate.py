@@ -33,23 +33,25 @@ def _finite_copies(a, b):
 
 
 _F64 = np.dtype(np.float64)
-_STRIDE = (8,)
+
+
+def _plain(x):
+    f = x.flags   # C-contiguous as Numba types it (a size 0 or 1 vector is whatever its strides), and writeable
+    return f.c_contiguous and f.writeable
 
 
 def plain_pair(z, theta, zshape, tshape):
-    """True when z and theta are already what the prepared compiled calls take: writeable, contiguous float64
+    """True when z and theta are already what the prepared compiled calls take: writeable, C-contiguous float64
     vectors of shapes ``zshape`` and ``tshape`` (anything else, Numba would compile another specialisation for;
     those go through ``pair``). Their finiteness is checked inside the compiled call."""
     return (type(z) is np.ndarray and type(theta) is np.ndarray and z.dtype is _F64 and theta.dtype is _F64
-            and z.shape == zshape and theta.shape == tshape and z.strides == _STRIDE and theta.strides == _STRIDE
-            and z.flags.writeable and theta.flags.writeable)
+            and z.shape == zshape and theta.shape == tshape and _plain(z) and _plain(theta))
 
 
 def plain_times(ts):
-    """``plain_pair`` for output times: a writeable, contiguous float64 vector of at least two entries (finite
+    """``plain_pair`` for output times: a writeable, C-contiguous float64 vector of at least two entries (finite
     and strictly monotonic is checked inside the compiled call)."""
-    return (type(ts) is np.ndarray and ts.dtype is _F64 and ts.ndim == 1 and ts.size > 1 and ts.strides == _STRIDE
-            and ts.flags.writeable)
+    return type(ts) is np.ndarray and ts.dtype is _F64 and ts.ndim == 1 and ts.size > 1 and _plain(ts)
 
 
 def pair(z, theta, n, p, names_z=None, names_theta=None):
