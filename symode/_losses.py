@@ -164,6 +164,11 @@ class CompiledLoss:
 def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **solver_kwargs):
     """Value and gradients (z0, theta, ts) of a loss of the solution; see the module docstring."""
     kind = type(loss)
+    if (adjoint == "discrete" and data is None and V.plain_pair(z0, theta, model._zshape, model._tshape)
+            and V.plain_times(ts)):
+        fn = _prepared_for(model, loss, ts, solver_kwargs)
+        if fn is not None:
+            return fn(z0, theta)
     if isinstance(loss, RunningCost):
         return _running_cost(model, loss, z0, theta, ts, adjoint, solver_kwargs)
     if is_batch(z0, theta):
@@ -178,6 +183,35 @@ def value_and_grad(model, loss, z0, theta, ts, data=None, adjoint="discrete", **
         return vjp(model, z0v, thv, tsv, user_cot, adjoint=adjoint, _checked=True, **solver_kwargs)
     return vjp(model, z0v, thv, tsv, _fused_loss(model, loss, tsv, data, thv), adjoint=adjoint, _checked=True,
                **solver_kwargs)
+
+
+def _prepared_for(model, loss, ts, kw):
+    """The ``value_and_grad_fn(loss, ts, **kw)`` that serves a ``value_and_grad`` call repeated with the same loss
+    object, output times and settings (and no data, which may change in place between calls): prepared at the
+    second such call (a loop over changing output times only pays the lookup), then reused. None: not (yet) one
+    to prepare; the call takes the general path."""
+    try:
+        key = (id(loss), ts.tobytes(), tuple(sorted(kw.items())))
+        hash(key)
+    except TypeError:   # settings given as arrays or dicts
+        return None
+    cache = model.__dict__.setdefault("_prepared_vg", {})
+    hit = cache.get(key)
+    if hit is None or hit[0] is not loss:
+        if len(cache) >= 64:
+            cache.clear()
+        cache[key] = (loss, None)   # seen once: keeps ``loss`` alive, so its id stays its own
+        return None
+    fn = hit[1]
+    if fn is None:   # the second call: prepare it, or remember that it is not one to prepare (False)
+        fn = False
+        if not isinstance(loss, RunningCost) and isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)) and not (
+                isinstance(loss, ObservationLoss) and len(loss.data_symbols)):
+            prepared = ValueAndGradFn(model, loss, ts, None, "discrete", **kw)
+            if prepared._fast is not None:   # (never calls back here: it has its own fused path)
+                fn = prepared
+        cache[key] = (loss, fn)
+    return fn or None
 
 
 def _fused_loss(model, loss, tsv, data, theta=None):

@@ -58,7 +58,8 @@ class Gradient:
     solution: Solution | None = None
 
     def __repr__(self):
-        return f"Gradient(z0={self.z0!r}, theta={self.theta!r}, t=<{self.t.size} values>)"
+        t = "None" if self.t is None else f"<{self.t.size} values>"
+        return f"Gradient(z0={self.z0!r}, theta={self.theta!r}, t={t})"
 
 
 def lazy_field(name, build):

@@ -295,7 +295,7 @@ def test_value_and_grad_fn_equals_value_and_grad():
         fn = lv.value_and_grad_fn(loss, ts, data=d, **kw)
         for _ in range(2):
             th = P1_THETA * (1 + 0.05 * rng.normal(size=4))
-            g, ref = fn(P1_Z0, th), lv.value_and_grad(loss, P1_Z0, th, ts, data=d, **kw)
+            g, ref = fn(P1_Z0, th), lv.value_and_grad(loss, list(P1_Z0), th, ts, data=d, **kw)   # validating path
             assert g.value == ref.value
             assert np.array_equal(g.z0, ref.z0) and np.array_equal(g.theta, ref.theta)
             assert (g.t is None and ref.t is None) or np.array_equal(g.t, ref.t)
@@ -366,6 +366,36 @@ def test_value_and_grad_fn_inputs_failures_and_results():
     assert g.stats == ref.stats and g.solution.stats == ref.solution.stats
     assert np.array_equal(g.solution.z, ref.solution.z, equal_nan=True)
     assert np.array_equal(g.z0, ref.z0, equal_nan=True) and np.array_equal(g.t, ref.t, equal_nan=True)
+
+
+def test_repeated_value_and_grad_calls_are_prepared():
+    """value_and_grad called again with the same loss object, output times and settings (no data) is served by
+    a value_and_grad_fn prepared at its second call: same results bit for bit as the general path, and a loop
+    over changing output times or a loss with data keeps taking the general path."""
+    lv = lotka_volterra()
+    xs, ys = lv.states
+    ts = np.linspace(0, 10, 101)
+    loss = symode.ObservationLoss(xs ** 2 + ys ** 2, [])
+    kw = dict(rtol=1e-8, atol=1e-8, grad_t=False)
+    ref = lv.value_and_grad(loss, list(P1_Z0), list(P1_THETA), ts, **kw)   # lists: the general path
+    gs = [lv.value_and_grad(loss, P1_Z0, P1_THETA, ts, **kw) for _ in range(3)]
+    assert [type(g) is symode.Gradient for g in gs] == [True, False, False]   # prepared from the second call on
+    for g in gs:
+        assert g.value == ref.value and np.array_equal(g.z0, ref.z0) and np.array_equal(g.theta, ref.theta)
+        assert g.stats == ref.stats and g.t is None and np.array_equal(g.solution.z, ref.solution.z)
+        assert repr(g) == repr(ref) and "t=None" in repr(g)   # grad_t=False: no dL/dts
+    for k in range(3):   # new output times each call: never prepared
+        assert type(lv.value_and_grad(loss, P1_Z0, P1_THETA, ts * (1.01 + 0.01 * k), **kw)) is symode.Gradient
+    xo = sp.Symbol("x_obs")
+    dl = symode.ObservationLoss((xs - xo) ** 2, [xo])
+    data = np.cos(ts).reshape(-1, 1)
+    g1 = [lv.value_and_grad(dl, P1_Z0, P1_THETA, ts, data=data) for _ in range(2)]
+    data[:] = 0.0   # data may change in place between calls: it is read each time
+    g2 = lv.value_and_grad(dl, P1_Z0, P1_THETA, ts, data=data)
+    assert g1[0].value == g1[1].value != g2.value and type(g2) is symode.Gradient
+    with pytest.raises(symode.InputValidationError, match="z"):
+        for _ in range(3):
+            lv.value_and_grad(loss, np.array([1.0, np.nan]), P1_THETA, ts, **kw)
 
 
 def test_recorded_solves_beyond_the_first_record_capacity():
