@@ -315,6 +315,12 @@ class ValueAndGradFn:
         return _discrete_fused(self.model, z0v, thv, self.ts.copy(), None, opts, throw, loss=fused, grad_t=grad_t)
 
 
+def _prepared_t(g):
+    fn = g._fn
+    o = fn._flat[0][0] + fn._flat[1][0]
+    return g._buf[o:o + fn.ts.size] if fn._fast[3] else None   # dL/dts, when asked for (grad_t)
+
+
 def _prepared_solution(g):
     fn, buf = g._fn, g._buf
     n, p, m = fn._flat[0][0], fn._flat[1][0], fn.ts.size
@@ -336,8 +342,7 @@ class _PreparedGradient(Gradient):
         self.theta = buf[n:n + p]
         self.value = float(value)
 
-    t = lazy_field("t", lambda g: g._buf[g.z0.size + g.theta.size:g.z0.size + g.theta.size + g._fn.ts.size]
-              if g._fn._fast[3] else None)
+    t = lazy_field("t", _prepared_t)
     solution = lazy_field("solution", _prepared_solution)
     stats = lazy_field("stats", lambda g: dict(forward=g.solution.stats, steps_recorded=int(g._nrec)))
 
