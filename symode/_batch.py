@@ -54,9 +54,8 @@ def _common(model, opts):
     if meth.kind != "explicit":
         raise InputValidationError(f"batched solves support the explicit methods; {meth.name!r} is not one yet")
     a, b, be, c, dense, fsal, eo = meth.packed()
-    return (a, b, be, c, dense, fsal, eo, not meth.fixed, rtol_a, atol_a,
-            0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
-            1.0 if dt is None else dt, max_steps, ctrl)
+    return (a, b, be, c, dense, fsal, eo, not meth.fixed, rtol_a, atol_a, *meth.step_sizes(dt, dt_max), max_steps,
+            ctrl)
 
 
 def solve_batch(model, z0, theta, ts, opts, throw):

@@ -29,6 +29,7 @@ from ._batch import is_batch, vjp_batch
 from ._numeric import adjoint as adj
 from ._numeric import rk
 from ._numeric.batch import vjp_discrete_one
+from ._numeric.clock import clock_address
 from ._solution import Gradient, Solution
 
 _SUCCESS_MESSAGE = _status.message(_status.SUCCESS)
@@ -281,27 +282,14 @@ class FusedLoss:
 
 
 _NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros((1, 1)), np.zeros(0, dtype=np.int64))
-_CLOCK = []
-
-
-def _clock_address():
-    """The compiled clock's address (``_ode._clock``), looked up once (an import statement per call costs 0.7 us)."""
-    if not _CLOCK:
-        from ._ode import _clock
-
-        _CLOCK.append(_clock())
-    return _CLOCK[0]
-
-
 def flat_settings(opts, want_t=False):
     """The solver settings as the prepared compiled calls take them (``_numeric.batch.vjp_discrete_flat``,
     ``solve_flat``): fcfg = [h_init, h_max, dt_fixed], icfg = [fsal, error_order, adaptive, max_steps, clock
     address, want dL/dts]."""
     meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
     a, b, be, c, dense, fsal, eo = meth.packed()
-    fcfg = np.array([0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
-                     1.0 if dt is None else dt])
-    icfg = np.array([int(fsal), int(eo), int(not meth.fixed), int(max_steps), _clock_address(), int(want_t)],
+    fcfg = np.array(meth.step_sizes(dt, dt_max))
+    icfg = np.array([int(fsal), int(eo), int(not meth.fixed), int(max_steps), clock_address(), int(want_t)],
                     dtype=np.int64)
     return fcfg, icfg
 
@@ -328,9 +316,8 @@ def _discrete_fused(model, z0, theta, ts, cot, opts, throw, loss=None, grad_t=Tr
     status, nrec, value, finite = vjp_discrete_one(model.compiled.kern, n, p, theta, ts, z0, cot, laddr, lD, lrows,
                                                    g_loss,
                                            a, b, be, c, dense, fsal, eo,
-                                    not meth.fixed, rtol_a, atol_a, 0.0 if (dt is None or meth.fixed) else dt,
-                                    0.0 if dt_max is None else dt_max, 1.0 if dt is None else dt, max_steps, ctrl,
-                                    out_y, gz, gp, gt, stats, fstats, _clock_address(), model._rec_cap, grad_t)
+                                    not meth.fixed, rtol_a, atol_a, *meth.step_sizes(dt, dt_max), max_steps, ctrl,
+                                    out_y, gz, gp, gt, stats, fstats, clock_address(), model._rec_cap, grad_t)
     model._note_steps(int(nrec))
     return fused_result(meth, max_steps, throw, status, nrec, value, finite, ts, out_y, gz, gp, gt, stats,
                         float(fstats[0]), grad_t, loss is not None)

@@ -14,21 +14,12 @@ from ._losses import value_and_grad as _value_and_grad
 from ._numeric import methods as M
 from ._numeric import rk
 from ._numeric.batch import FLAT_TAIL, solve_flat
+from ._numeric.clock import clock_address
 from ._solution import PreparedSolution, Solution
 from ._symbolic.model import SymbolicModel
 
 DEFAULT_MAX_STEPS = 100_000
-_CLOCK = None
 _SOLVE_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller", "time_limit", "client")
-
-
-def _clock():
-    global _CLOCK
-    if _CLOCK is None:
-        from ._numeric.clock import clock_address
-
-        _CLOCK = clock_address()
-    return _CLOCK
 
 
 def symode_stiffness_warning():
@@ -406,21 +397,15 @@ class ODE:
             jadd, jset, mask = jumps
         if seg is None:
             seg = dflt[1]
-        global _CLOCK
-        if _CLOCK is None:
-            from ._numeric.clock import clock_address
-
-            _CLOCK = clock_address()
         out_y = np.empty((m, ny))
         stats = np.zeros(8, dtype=np.int64)
         fstats = np.zeros(4)
         res = rk.integrate(mode, self.compiled.kern, self.n_states, self.n_params, theta, ts, y0,
                            a, b, be, c, dense, fsal, eo, not meth.fixed,
                            rtol, atol, ny if nerr is None else nerr,
-                           0.0 if (dt is None or meth.fixed) else dt, 0.0 if dt_max is None else dt_max,
-                           1.0 if dt is None else dt, max_steps, ctrl,
+                           *meth.step_sizes(dt, dt_max), max_steps, ctrl,
                            stop_at_ts, use_jumps, jadd, jset, mask,
-                           seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats, _CLOCK,
+                           seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats, clock_address(),
                            self._rec_cap if rec_cap is None else rec_cap)
         status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec, rec_w = res
         if record and mode == rk.MODE_F:

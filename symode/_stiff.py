@@ -21,6 +21,7 @@ from . import _status
 from ._errors import InputValidationError, IntegrationError
 from ._numeric import methods as M
 from ._numeric import rosenbrock as ros
+from ._numeric.clock import clock_address
 
 # W is factorised as a band matrix when the model has at least BAND_MIN_N states and the band
 # (lower + 2 * upper after pivoting fill) is narrow: (2 kl + ku + 1) * BAND_RATIO <= n. Measured with
@@ -30,17 +31,6 @@ BAND_MIN_N = 12
 BAND_RATIO = 2.0
 
 _LINALG = weakref.WeakKeyDictionary()
-_CLOCK = []
-
-
-def _clock():
-    if not _CLOCK:
-        from ._numeric.clock import clock_address
-
-        _CLOCK.append(clock_address())
-    return _CLOCK[0]
-
-
 def linalg_plan(model, kind=None):
     """(kl, ku, band, pat_i, pat_j, nonauto) for the model's W; `kind` forces "dense" or "band"."""
     cm = model.compiled
@@ -95,7 +85,7 @@ def integrate_stiff(model, y0, theta, ts, opts, record=0, linalg=None):
                         tab.error_order, ea, ebe, ec, edense, meth.kind == "auto", nonauto, kl, ku, band,
                         pat_i, pat_j, rtol_a, atol_a, 0.0 if dt is None else dt,
                         0.0 if dt_max is None else dt_max, max_steps, ctrl, record, out_y, stats, fstats,
-                        _clock() if ctrl.size > 4 and ctrl[4] > 0 else 0, model._rec_cap)
+                        clock_address() if ctrl.size > 4 and ctrl[4] > 0 else 0, model._rec_cap)
     status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec = res
     if record:
         model._note_steps(int(n_rec))

@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from .adjoint import discrete_sweep
 from .losses import eval_loss_rows
-from .rk import MODE_F, integrate, time_grad
+from .rk import MODE_F, _all_finite, integrate, time_grad
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True, parallel=True)
 _SERIAL = dict(cache=True, error_model="numpy", nogil=True)
@@ -60,12 +60,8 @@ def vjp_discrete_flat(kern, theta, ts, y0, loss_addr, loss_d, loss_rows, rk_a, r
     n = y0.size
     p = theta.size
     m = ts.size
-    for q in range(n):
-        if not math.isfinite(y0[q]):
-            return -1, 0, np.nan, False
-    for k in range(p):
-        if not math.isfinite(theta[k]):
-            return -1, 0, np.nan, False
+    if not (_all_finite(y0) and _all_finite(theta)):
+        return -1, 0, np.nan, False
     o = n + p + m
     out_y = buf[o:o + m * n].reshape((m, n))
     o += m * n
@@ -90,12 +86,8 @@ def solve_flat(kern, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, rtol
     n = y0.size
     p = theta.size
     m = ts.size
-    for q in range(n):
-        if not math.isfinite(y0[q]):
-            return -1
-    for k in range(p):
-        if not math.isfinite(theta[k]):
-            return -1
+    if not (_all_finite(y0) and _all_finite(theta)):
+        return -1
     up = ts[1] > ts[0]
     for i in range(m):
         v = ts[i]

@@ -6,14 +6,16 @@ function is not available the address is 0 and ``monotonic`` returns 0.0 (no tim
 """
 import ctypes
 import ctypes.util
+import functools
 
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
 
+@functools.lru_cache(maxsize=1)
 def clock_address():
-    """Address of ``clock_gettime`` in the C library, or 0 if it is not available."""
+    """Address of ``clock_gettime`` in the C library, or 0 if it is not available (looked up once a process)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
         return ctypes.cast(libc.clock_gettime, ctypes.c_void_p).value or 0

@@ -23,6 +23,12 @@ class Method:
     order: int
     beta: float = 0.0  # PI-controller coefficient (0: the classical I-controller)
 
+    def step_sizes(self, dt, dt_max):
+        """(h_init, h_max, dt_fixed) as the compiled loops take them: the initial step (0: chosen automatically;
+        fixed-step methods ignore it), the largest step (0: none) and the fixed step (``dt``, 1.0 unused)."""
+        return (0.0 if (dt is None or self.fixed) else dt, 0.0 if dt_max is None else dt_max,
+                1.0 if dt is None else dt)
+
     def packed(self):
         """(a, b, b_error, c, dense, fsal, error_order) as the compiled loops take them (cached per method)."""
         cached = _PACKED.get(self.name)
