@@ -39,6 +39,8 @@ EXTRA_ROWS = ["P2_flat"]
 def build_model(row):
     """(model, theta, z) for a row name."""
     import numpy as np
+
+from symode._engine import explicit as _explicit
     import sympy as sp
 
     import symode
@@ -174,17 +176,17 @@ def p2_gradient_timings(repeats=7):
     sol = model.solve(y0s[0], theta, tb, **kw)
     out["window_stats"] = sol.stats
     # compiled parts only: the forward solve with recorded stages and the reverse sweep
-    opts = model._options("dopri5", 1e-7, 1e-9, None, 100000, None, None)
-    a, b, be, c, dense, fsal, eo = opts[0].packed()
-    fwd = model._integrate(rk.MODE_F, y0s[0], theta, tb, opts, record=3)
+    opts = model._rt.config("dopri5", 1e-7, 1e-9, None, 100000, None, None)
+    a, b, be, c, dense, fsal, eo = opts.method.packed()
+    fwd = _explicit.integrate(model._rt, rk.MODE_F, y0s[0], theta, tb, opts, record=3)
     kern = model.compiled.kern
     ybar, gth = np.empty(2), np.empty(theta.size)
 
     def sweep():
-        adj.discrete_sweep(kern, 2, theta.size, theta, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"], fwd["rec_k"], a, b,
-                           c, dense, fwd["out_step"], fwd["out_frac"], cot1, ybar, gth, fwd["rec_w"])
+        adj.discrete_sweep(kern, 2, theta.size, theta, fwd.rec_t, fwd.rec_h, fwd.rec_y, fwd.rec_k, a, b,
+                           c, dense, fwd.out_step, fwd.out_frac, cot1, ybar, gth, fwd.rec_w)
 
-    out["forward_integrate_s"] = best(lambda: model._integrate(rk.MODE_F, y0s[0], theta, tb, opts, record=3), 200)
+    out["forward_integrate_s"] = best(lambda: _explicit.integrate(model._rt, rk.MODE_F, y0s[0], theta, tb, opts, record=3), 200)
     out["discrete_sweep_s"] = best(sweep, 200)
 
     @njit
@@ -264,8 +266,8 @@ def main():
           " cpu) | goal cold / warm | source |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        c, w = r["cold"], r["warm"]
-        goal = " / ".join(GOALS.get(r["row"], ("-", "-")))
+        c, w = r.cold, r.warm
+        goal = " / ".join(GOALS.get(r.row, ("-", "-")))
         if "error" in c:
             print(f"| {r['row']} | - | error: {c['error'][-120:]!r} | | | {goal} | |")
             continue

@@ -14,7 +14,7 @@ Sections (markdown tables on stdout):
   3. W's factorisation for n = 3: our LU (1 factorisation + 8 solves per step) against 8 np.linalg.solve calls
      inside Numba (LAPACK).
   4. Dense against banded LU (skipping W's structural zeros) on a 1-D reaction-diffusion chain (tridiagonal J)
-     for growing n: the crossover that sets symode._stiff.BAND_MIN_N.
+     for growing n: the crossover that sets symode._engine.stiff.BAND_MIN_N.
 CasADi CVODES is skipped with a message when casadi cannot be imported (here or with --casadi-python).
 Timings: best and median of several repeats, each repeat looping the call for >= 50 ms (single thread).
 """
@@ -164,7 +164,7 @@ def section_forward_and_wp(args):
     if args.quick:
         tols = tols[:1]
     cv, why = run_cvodes(tols, args.repeats, args.casadi_python)
-    cvrows = {(r["rtol"], r["atol"]): r for r in cv["runs"]} if cv else {}
+    cvrows = {(r.rtol, r.atol): r for r in cv["runs"]} if cv else {}
     ref = None if args.quick else reference()
     rows = []
     for rtol, atol in tols:
@@ -206,7 +206,7 @@ def section_forward_and_wp(args):
     print("| rtol | " + " | ".join(f"{n} error | {n} time" for n in names) + " | Radau / rodas5 | "
           + ("CVODES / rodas5 |" if cv else ""))
     print("|---" * (1 + 2 * len(names) + 1 + (1 if cv else 0)) + "|")
-    for row in sorted(rows, key=lambda r: -r["rtol"]):
+    for row in sorted(rows, key=lambda r: -r.rtol):
         cells = []
         for n in names:
             e = row.get(n)
@@ -274,7 +274,7 @@ def chain_model(n):
 
 
 def section_band(args):
-    from symode import _stiff
+    from symode._engine import stiff as _stiff
 
     ns = [4, 8, 12, 16, 24, 32, 64] if args.quick else [4, 8, 12, 16, 24, 32, 64, 128, 256]
     print("\n## Dense against banded LU of W (1-D reaction-diffusion chain, tridiagonal J; rodas5, rtol 1e-8)\n")
@@ -286,14 +286,14 @@ def section_band(args):
         z0 = np.exp(-((np.arange(n) - n / 2) / (n / 8 + 1)) ** 2)
         theta = np.array([(n + 1) ** 2 / 10.0])  # D = (n+1)^2 / 10: diffusion eigenvalues down to ~ -0.4 (n+1)^4
         ts = np.linspace(0.0, 5.0, 6)
-        opts = m._options("rodas5", 1e-8, 1e-10, None, 10 ** 6, None, None)
+        opts = m._rt.config("rodas5", 1e-8, 1e-10, None, 10 ** 6, None, None)
         res = {}
         for kind in ("dense", "band"):
-            res[kind] = timeit(lambda: _stiff.integrate_stiff(m, z0, theta, ts, opts, linalg=kind), args.repeats)
-        steps = int(res["band"][2]["stats"][1])
-        assert steps == int(res["dense"][2]["stats"][1])
-        chosen = "band" if _stiff.linalg_plan(m)[2] else "dense"
-        td, tb = res["dense"][0] / steps, res["band"][0] / steps
+            res[kind] = timeit(lambda: _stiff.integrate(m._rt, z0, theta, ts, opts, linalg=kind), args.repeats)
+        steps = int(res.band[2]["stats"][1])
+        assert steps == int(res.dense[2]["stats"][1])
+        chosen = "band" if _stiff.linalg_plan(m._rt).band else "dense"
+        td, tb = res.dense[0] / steps, res.band[0] / steps
         print(f"| {n} | {steps} | {fmt_t(td)} | {fmt_t(tb)} | {td / tb:.2f} | {chosen} |")
 
 

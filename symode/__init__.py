@@ -10,14 +10,15 @@ from ._errors import (
     SymodeError as SymodeError,
     UnsupportedExpressionError as UnsupportedExpressionError,
 )
-from ._ode import ODE as ODE, gradient_flow as gradient_flow
-from ._losses import FinalLoss as FinalLoss, ObservationLoss as ObservationLoss, RunningCost as RunningCost
-from ._gradients import ADJOINTS as ADJOINTS, Sensitivities as Sensitivities
-from ._solution import Gradient as Gradient, Solution as Solution
+from .ode import ODE as ODE, gradient_flow as gradient_flow
+from ._symbolic.losses import FinalLoss as FinalLoss, ObservationLoss as ObservationLoss, RunningCost as RunningCost
+from ._engine.adjoints import ADJOINTS as _ADJOINTS
+from ._solution import Gradient as Gradient, Sensitivities as Sensitivities, Solution as Solution
 from ._version import __version__ as __version__
 from ._numeric.methods import METHODS as _METHODS
 
 METHODS = tuple(_METHODS)
+ADJOINTS = tuple(_ADJOINTS)
 
 # Training (fit, Trainer, ...), optim and nn are imported on first use: a script that only solves or takes
 # gradients starts without them (PEP 562 module __getattr__).

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _status
+from ._errors import IntegrationError
 
 
 @dataclass
@@ -32,6 +33,10 @@ class Solution:
     status: int = 0
     message: str = ""
     t_reached: float = float("nan")
+    # batches: each member's status and time reached; chunks: the number of Dask chunks (symode.distributed)
+    statuses: np.ndarray | None = None
+    t_reached_all: np.ndarray | None = None
+    chunks: int | None = None
 
     @property
     def success(self):
@@ -56,6 +61,7 @@ class Gradient:
     value: float = float("nan")
     stats: dict = field(default_factory=dict)
     solution: Solution | None = None
+    statuses: np.ndarray | None = None   # batches: each member's status
 
     def __repr__(self):
         t = "None" if self.t is None else f"<{self.t.size} values>"
@@ -78,10 +84,28 @@ def lazy_field(name, build):
     return property(get, set, doc=f"``{name}``, built on first access")
 
 
+def step_stats(raw, method_name=None):
+    """The ``stats`` dict of a solve from the compiled loops' int64 counters (nfev, nsteps, naccepted, nrejected,
+    njev, nlu, ...); the one place where these dicts are built. Without a method name: the backward passes'
+    four counters (and njev/nlu where the loop counted them)."""
+    st = dict(nfev=int(raw[0]), nsteps=int(raw[1]), naccepted=int(raw[2]), nrejected=int(raw[3]))
+    if method_name is not None:
+        st.update(njev=int(raw[4]), nlu=int(raw[5]), method=method_name)
+    return st
+
+
+def failure(status, t_reached, max_steps=None, phase=None, solution=None):
+    """The IntegrationError of a failed integration (the one place where their messages are written): the status
+    name and its message, prefixed by the failed phase (e.g. "The backward (adjoint)") when it is not the solve."""
+    msg = _status.message(int(status), t_reached, max_steps)
+    text = f"{_status.NAMES.get(int(status), status)}: {msg}"
+    if phase:
+        text = f"{phase} integration failed: {text}"
+    return IntegrationError(text, status=int(status), t=t_reached, solution=solution)
+
+
 def _step_stats(s):
-    raw = s._raw
-    return dict(nfev=int(raw[0]), nsteps=int(raw[1]), naccepted=int(raw[2]), nrejected=int(raw[3]),
-                njev=int(raw[4]), nlu=int(raw[5]), method=s._method)
+    return step_stats(s._raw, s._method)
 
 
 class PreparedSolution(Solution):
@@ -99,3 +123,16 @@ class PreparedSolution(Solution):
 
     def __reduce__(self):
         return (Solution, (self.t, self.z, self.stats, self.status, self.message, self.t_reached))
+
+
+class Sensitivities:
+    """Forward sensitivities: ``t`` (m,), ``z`` (m, n), ``dz_dz0`` (m, n, n), ``dz_dtheta`` (m, n, p)."""
+
+    def __init__(self, solution, dz_dz0, dz_dtheta):
+        self.solution = solution
+        self.t, self.z = solution.t, solution.z
+        self.dz_dz0, self.dz_dtheta = dz_dz0, dz_dtheta
+
+    def __repr__(self):
+        n, p = self.dz_dtheta.shape[1:] if self.dz_dtheta.ndim == 3 else (self.z.shape[-1], 0)
+        return f"Sensitivities(success={self.solution.success}, m={self.t.size}, n={n}, p={p})"

@@ -41,7 +41,7 @@ import sympy as sp
 
 from . import optim as _optim
 from ._errors import InputValidationError, IntegrationError
-from ._losses import ObservationLoss
+from ._symbolic.losses import ObservationLoss
 
 __all__ = ["fit", "Trainer", "FitResult", "TrainState"]
 
@@ -244,15 +244,15 @@ def _batched_ok(model, solver_kw):
 def _builtin_loss(model, kind):
     """The built-in losses as one compiled ObservationLoss per model: sum_i (z_i - d_i)^2 or |z_i - d_i| over
     the states (unscaled; a masked entry is NaN data, whose term is skipped)."""
-    cache = model.__dict__.setdefault("_builtin_losses", {})
-    if kind not in cache:
+    def build():
         ds = sp.symbols(f"_symode_obs0:{model.n_states}")
         if kind in ("mae", "sae"):
             expr = sum(sp.Abs(z - d) for z, d in zip(model.states, ds))
         else:
             expr = sum((z - d) ** 2 for z, d in zip(model.states, ds))
-        cache[kind] = ObservationLoss(expr, list(ds))
-    return cache[kind]
+        return ObservationLoss(expr, list(ds))
+
+    return model._rt.memo("builtin_loss", kind, build)
 
 
 def _batched(model, theta, batch, loss, solver_kw, need_z0):

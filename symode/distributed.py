@@ -66,7 +66,9 @@ import sympy as sp
 from . import _status
 from . import _validate as V
 from ._errors import InputValidationError, IntegrationError, ModelError
+from ._engine.config import SOLVER_KEYS
 from ._solution import Gradient, Solution
+from ._symbolic.losses import running_cost_system
 
 __all__ = ["ModelSpec", "iter_solve", "map_solve", "map_value_and_grad", "map_vjp", "ChunkResult"]
 
@@ -107,7 +109,7 @@ class ModelSpec:
 
     def build(self, compile=True):
         """Rebuild the ODE, check that it hashes to the same key, and (by default) compile or load it."""
-        from ._ode import ODE
+        from .ode import ODE
 
         blocks, rhs, states, params, t = pickle.loads(self.payload)
         with _blocks_registered(blocks):
@@ -273,7 +275,7 @@ def _loss_grad_chunk(model, Z, T, ts, loss, data, kw):
     """Per-sample value and gradients of a loss. A compiled loss (SymPy expression, FinalLoss, ObservationLoss)
     goes through the batched ``value_and_grad``: one compiled call per chunk (forward, loss, cotangent and sweep
     per member); a callable loss through a batched solve, the callable per member, and a batched vjp."""
-    from ._losses import FinalLoss, ObservationLoss
+    from ._symbolic.losses import FinalLoss, ObservationLoss
 
     c, m, n, p = Z.shape[0], ts.size, model.n_states, model.n_params
     if isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)):
@@ -283,7 +285,7 @@ def _loss_grad_chunk(model, Z, T, ts, loss, data, kw):
         bad = status != _status.SUCCESS
         values = np.where(bad, np.nan, g.value)
         return values, g.z0, g.theta, g.t, g.solution.z, status, g.solution.stats["nfev"].copy()
-    from ._gradients import _check_cotangent
+    from ._engine.gradients import check_cotangent as _check_cotangent
 
     sol = model.solve(Z, T, ts, throw=False, **kw)
     status = sol.statuses.copy()
@@ -371,7 +373,7 @@ def _auto_threads(client, workers):
 
 def _solve_option_names():
     """The solver options of ``ODE.solve`` (method, rtol, atol, dt, max_steps, dt_max, controller, ...)."""
-    from ._ode import ODE
+    from .ode import ODE
 
     skip = {"self", "z0", "theta", "ts", "throw", "client"}
     return tuple(k for k, v in inspect.signature(ODE.solve).parameters.items()
@@ -380,7 +382,7 @@ def _solve_option_names():
 
 def _grad_option_names():
     """The solver options that the batched gradient accepts, and ``adjoint``."""
-    from ._gradients import vjp
+    from ._engine.gradients import vjp
 
     accepted = inspect.signature(vjp).parameters
     return tuple(k for k in _solve_option_names() if k in accepted) + ("adjoint",)
@@ -388,7 +390,7 @@ def _grad_option_names():
 
 def _solver_options(model, kw, allowed, what):
     """Validate solver keywords here (before anything is sent); returns (kw to send, options tuple)."""
-    from ._ode import ODE
+    from .ode import ODE
 
     bad = sorted(set(kw) - set(allowed))
     if bad:
@@ -396,11 +398,11 @@ def _solver_options(model, kw, allowed, what):
                                    f"{', '.join(allowed)}")
     defaults = {k: v.default for k, v in inspect.signature(ODE.solve).parameters.items()
                 if v.default is not inspect.Parameter.empty}
-    accepted = inspect.signature(model._options).parameters
-    opts = model._options(**{k: kw.get(k, defaults.get(k)) for k in _solve_option_names() if k in accepted})
-    if opts[0].kind != "explicit":
-        raise InputValidationError(f"batched solves support the explicit methods; {opts[0].name!r} is not one yet")
-    return dict(kw), opts
+    cfg = model._rt.config(**{k: kw.get(k, defaults.get(k)) for k in SOLVER_KEYS})
+    if not cfg.explicit:
+        raise InputValidationError(f"batched solves support the explicit methods; {cfg.method.name!r} is not one "
+                                   "yet")
+    return dict(kw), cfg
 
 
 @dataclass
@@ -456,9 +458,9 @@ def _bar(progress, total, desc):
 
 
 def _inputs(model, z0, theta, ts):
-    from ._batch import _broadcast
+    from ._engine.batch import broadcast
 
-    Z, T = _broadcast(model, z0, theta)
+    Z, T = broadcast(model._rt, z0, theta)
     return Z, T, V.times(ts)
 
 
@@ -569,7 +571,7 @@ def map_solve(model, z0, theta, ts, client=None, chunk_size=None, *, retries=DEF
         for k, col in cols.items():
             col[s:e] = r[k]
         nchunks += 1
-    from ._batch import batch_solution
+    from ._engine.batch import batch_solution
 
     try:
         sol = batch_solution(ts, out, status, t_reached, cols, opts, throw)
@@ -720,14 +722,13 @@ _AUGMENTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def _running_cost_model(model, expr):
     """The model augmented with the running cost as a quadrature state (as ``value_and_grad`` builds it)."""
-    from ._ode import ODE
+    from .ode import ODE
 
     cache = _AUGMENTED.setdefault(model, {})
     key = sp.srepr(sp.sympify(expr))
     if key not in cache:
-        q = sp.Dummy("_symode_running_cost")
-        cache[key] = ODE(list(model._sym.rhs) + [expr], states=list(model.states) + [q],
-                         params=list(model.params), t=model.t)
+        rhs, states, params, t = running_cost_system(model._sym, expr)
+        cache[key] = ODE(rhs, states=states, params=params, t=t)
     return cache[key]
 
 
@@ -759,7 +760,7 @@ def map_value_and_grad(model, loss, z0, theta, ts, data=None, client=None, reduc
     the batched discrete adjoint (which integrates forward again): about 1.5 times the work of a vjp with a
     known cotangent. A RunningCost is a vjp of the augmented model with a fixed cotangent.
     """
-    from ._losses import FinalLoss, ObservationLoss, RunningCost
+    from ._symbolic.losses import FinalLoss, ObservationLoss, RunningCost
 
     kw, _ = _solver_options(model, solver_kwargs, _grad_option_names(), "map_value_and_grad")
     Z, T, ts = _inputs(model, z0, theta, ts)

@@ -1,31 +1,23 @@
-"""The user-facing ODE class."""
+"""The user-facing ODE class: checks input, builds the solver config, calls the engine (no caches, no loops)."""
 from __future__ import annotations
 
 import numpy as np
 import sympy as sp
 
-from . import _status
 from . import _validate as V
-from ._batch import is_batch, solve_batch
-from ._compiled import CompiledModel
-from ._errors import InputValidationError, IntegrationError
-from ._gradients import flat_settings, vjp as _vjp
-from ._losses import value_and_grad as _value_and_grad
-from ._numeric import methods as M
+from ._engine import SOLVERS
+from ._engine import gradients as _gradients
+from ._engine import prepared as _prepared
+from ._engine.batch import is_batch, solve_batch
+from ._engine.config import DEFAULTS as D, SOLVER_KEYS, config_key, unknown_keywords
+from ._engine.explicit import prepare_flat_solve, solve_prepared
+from ._engine.runtime import ModelRuntime
+from ._errors import InputValidationError
 from ._numeric import rk
-from ._numeric.batch import FLAT_TAIL, solve_flat
-from ._numeric.clock import clock_address
-from ._solution import PreparedSolution, Solution
 from ._symbolic.model import SymbolicModel
 
-DEFAULT_MAX_STEPS = 100_000
-_SOLVE_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "throw", "dt_max", "controller", "time_limit", "client")
-
-
-def symode_stiffness_warning():
-    from ._errors import StiffnessWarning
-
-    return StiffnessWarning
+DEFAULT_MAX_STEPS = D.max_steps
+_SOLVE_KEYS = SOLVER_KEYS + ("throw", "client")
 
 
 class ODE:
@@ -56,14 +48,7 @@ class ODE:
 
     def __init__(self, rhs, states, params=(), t=None):
         self._sym = SymbolicModel(rhs, states, params, t)
-        self._compiled = None
-        self._derivs = None
-        self._opts_cache = {}
-        self._flat_cache = {}
-        self._defaults = {}
-        self._state_names = [str(s) for s in self._sym.states]
-        self._param_names = [str(s) for s in self._sym.params]
-        self._zshape, self._tshape = (self._sym.n,), (self._sym.p,)   # what the prepared calls take
+        self._rt = ModelRuntime(self._sym)   # compiled kernels and every per-model cache of this process
 
     # ------------------------------------------------------------------ description
     @property
@@ -92,14 +77,7 @@ class ODE:
         return sp.Matrix(self._sym.rhs)
 
     def _derivatives(self):
-        if self._derivs is None:
-            if self._compiled is not None and getattr(self._compiled, "derivatives", None) is not None:
-                self._derivs = self._compiled.derivatives
-            else:
-                from ._symbolic.derivatives import derivatives
-
-                self._derivs = derivatives(self._sym)
-        return self._derivs
+        return self._rt.derivatives()
 
     @property
     def jac_z_expr(self):
@@ -175,9 +153,7 @@ class ODE:
     @property
     def compiled(self):
         """The generated, compiled module (built or loaded from the on-disk cache on first access)."""
-        if self._compiled is None:
-            self._compiled = CompiledModel(self._sym)
-        return self._compiled
+        return self._rt.compiled
 
     @property
     def source_path(self):
@@ -185,7 +161,7 @@ class ODE:
         return self.compiled.path
 
     def _zt(self, z, theta):
-        return V.pair(z, theta, self.n_states, self.n_params, self._state_names, self._param_names)
+        return self._rt.zt(z, theta)
 
     def f(self, z, theta=(), t=0.0):
         """Evaluate dz/dt = f(z, theta, t); returns shape (n,)."""
@@ -225,42 +201,9 @@ class ODE:
         return oz, op[: self.n_params].copy()
 
     # ------------------------------------------------------------------ solving
-    def _options(self, method, rtol, atol, dt, max_steps, dt_max, controller, ny=None, time_limit=None):
-        # Options made only of scalars are cached per model (the arrays are never written to).
-        key = None
-        if controller is None and type(rtol) is float and type(atol) is float and ny is None:
-            key = (method, rtol, atol, dt, max_steps, dt_max, time_limit)
-            hit = self._opts_cache.get(key)
-            if hit is not None:
-                return hit
-        out = self._options_uncached(method, rtol, atol, dt, max_steps, dt_max, controller, ny, time_limit)
-        if key is not None and len(self._opts_cache) < 64:
-            self._opts_cache[key] = out
-        return out
-
-    def _options_uncached(self, method, rtol, atol, dt, max_steps, dt_max, controller, ny, time_limit):
-        meth = M.get(method)
-        ny = self.n_states if ny is None else ny
-        if meth.fixed:
-            if dt is None:
-                raise InputValidationError(f"method {meth.name!r} takes fixed steps and needs `dt` (e.g. dt=0.01)")
-        dt = V.positive_float(dt, "dt")
-        rtol_a, atol_a = V.tolerances(rtol, atol, self.n_states)
-        max_steps = V.positive_int(max_steps, "max_steps")
-        dt_max = V.positive_float(dt_max, "dt_max")
-        time_limit = V.positive_float(time_limit, "time_limit")
-        ctrl = np.array([0.9, 0.2, 10.0, meth.beta, time_limit or 0.0])
-        if controller is not None:
-            names = ("safety", "fac_min", "fac_max", "beta")
-            for k, v in dict(controller).items():
-                if k not in names:
-                    raise InputValidationError(f"unknown controller setting {k!r}; valid: {', '.join(names)}")
-                ctrl[names.index(k)] = float(v)
-        return meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl
-
-    def solve(self, z0, theta=(), ts=None, method="dopri5", rtol=1e-6, atol=1e-9, dt=None,
-              max_steps=DEFAULT_MAX_STEPS, throw=True, dt_max=None, controller=None, time_limit=None, client=None,
-              **kwargs):
+    def solve(self, z0, theta=(), ts=None, method=D.method, rtol=D.rtol, atol=D.atol, dt=D.dt,
+              max_steps=D.max_steps, throw=D.throw, dt_max=D.dt_max, controller=D.controller,
+              time_limit=D.time_limit, client=None, **kwargs):
         """Integrate from z(ts[0]) = z0 and return the solution at every time in `ts`.
 
         Parameters
@@ -300,146 +243,33 @@ class ODE:
             ``t`` (m,), ``z`` (m, n), ``stats``, ``status``, ``success``, ``message``.
         """
         if kwargs:
-            raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, kwargs))}; valid: "
-                                       f"{', '.join(_SOLVE_KEYS)}")
+            raise unknown_keywords(kwargs, _SOLVE_KEYS)
         if ts is None:
             raise InputValidationError("`ts` (the output times, ts[0] being the start) is required")
+        rt = self._rt
         if (client is None and controller is None and time_limit is None and type(rtol) is float
-                and type(atol) is float and V.plain_pair(z0, theta, self._zshape, self._tshape)
-                and V.plain_times(ts)):
-            sol = self._solve_flat(z0, theta, ts, (method, rtol, atol, dt, max_steps, dt_max), throw)
-            if sol is not None:
-                return sol
+                and type(atol) is float and V.plain_pair(z0, theta, rt.zshape, rt.tshape) and V.plain_times(ts)):
+            key = config_key(method, rtol, atol, dt, max_steps, dt_max, None)
+            if key is not None:
+                fs = rt.memo("flat_solve", key,
+                             lambda: prepare_flat_solve(rt.config(method, rtol, atol, dt, max_steps, dt_max)))
+                if fs is not None:
+                    sol = solve_prepared(rt, z0, theta, ts, fs, throw)
+                    if sol is not None:
+                        return sol
         if is_batch(z0, theta):
             if client is not None:
-                from .distributed import map_solve
+                from .distributed import map_solve   # Dask is an optional extra: imported only when asked for
 
                 return map_solve(self, z0, theta, ts, client=client, method=method, rtol=rtol, atol=atol, dt=dt,
                                  max_steps=max_steps, throw=throw, dt_max=dt_max, controller=controller,
                                  time_limit=time_limit)
-            opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit=time_limit)
-            return solve_batch(self, z0, theta, ts, opts, throw)
-        z0, theta = self._zt(z0, theta)
+            cfg = rt.config(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit)
+            return solve_batch(rt, z0, theta, ts, cfg, throw)
+        z0, theta = rt.zt(z0, theta)
         ts = V.times(ts)
-        opts = self._options(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit=time_limit)
-        meth = opts[0]
-        if meth.kind != "explicit":
-            from ._stiff import solve_stiff  # noqa: F401  (registered by the stiff module)
-
-            return solve_stiff(self, z0, theta, ts, opts, throw)
-        res = self._integrate(rk.MODE_F, z0, theta, ts, opts)
-        return self._make_solution(ts, res, meth, opts[4], throw, stacklevel=3)   # a warning names the caller
-
-    def _solve_flat(self, z0, theta, ts, key, throw):
-        """A plain explicit solve of float64 vectors in one compiled call (``_numeric.batch.solve_flat``, which
-        checks z0, theta and ts), with the Solution's stats built on first read; a failed integration is raised
-        or returned with its status, and a stiffness warning given, as by the validating path. None when that
-        path must answer instead: another method kind, or an input that is not finite or not monotonic (it
-        names the problem)."""
-        hit = self._flat_cache.get(key)
-        if hit is None:
-            opts = self._options(*key, None)
-            meth = opts[0]
-            hit = False
-            if meth.kind == "explicit":
-                hit = (meth, opts[4], self.compiled.kern, *meth.packed()[:5], opts[2], opts[3], opts[6],
-                       *flat_settings(opts))
-            if len(self._flat_cache) < 64:
-                self._flat_cache[key] = hit
-        if hit is False:
-            return None
-        meth, max_steps, kern, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg = hit
-        m, n = ts.size, self.n_states
-        buf = np.empty(m + m * n + FLAT_TAIL)
-        stats = np.zeros(8, dtype=np.int64)
-        status = solve_flat(kern, theta, ts, z0, a, b, be, c, dense, rtol, atol, ctrl, fcfg, icfg, buf, stats)
-        if status == 0 and not stats[6]:
-            return PreparedSolution(buf[:m], buf[m:m + m * n].reshape(m, n), stats, meth.name, float(buf[m + m * n]))
-        if status < 0:
-            return None
-        o = m + m * n   # a failure (its unreached rows are NaN already) or a stiffness warning to give
-        res = dict(status=int(status), out_y=buf[m:o].reshape(m, n), out_step=np.zeros(m, dtype=np.int64),
-                   stats=stats, t_reached=float(buf[o]), t_stiff=float(buf[o + 1]))
-        return self._make_solution(buf[:m], res, meth, max_steps, throw, stacklevel=4)   # solve, _solve_flat
-
-    _rec_cap = 0  # capacity hint for the per-step records of gradient solves (0: the library default)
-
-    def _note_steps(self, n_rec):
-        """Remember how many steps a recorded solve took, so that the next one allocates enough at once, and not
-        much more: the hint shrinks by half (to 16 at least) while solves use under a quarter of it (a P2
-        window takes 2 steps: its records, activations included, would be 892 kB at the default 256)."""
-        cap = self._rec_cap or rk.REC_CAP0
-        if n_rec > 0.8 * cap:
-            self._rec_cap = int(1.25 * n_rec) + 1
-        elif 4 * n_rec < cap and cap > rk.REC_MIN:
-            self._rec_cap = max(rk.REC_MIN, cap // 2, 2 * n_rec)
-
-    def _integrate(self, mode, y0, theta, ts, opts, nerr=None, record=0, stop_at_ts=False, jumps=None,
-                   seg=None, rtol=None, atol=None, rec_cap=None):
-        meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
-        ny = y0.size
-        if rtol is None:
-            rtol = np.resize(rtol_a, ny) if ny != rtol_a.size else rtol_a
-            atol = np.resize(atol_a, ny) if ny != atol_a.size else atol_a
-        a, b, be, c, dense, fsal, eo = meth.packed()
-        m = ts.size
-        if jumps is None or seg is None:
-            dflt = self._defaults.get(b.size)
-            if dflt is None:  # placeholders the kernel never writes to
-                dflt = self._defaults[b.size] = (
-                    (np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1, dtype=np.int64)),
-                    (np.zeros(1), np.ones(1), np.zeros((1, self.n_states)), np.zeros((1, b.size, self.n_states))))
-        if jumps is None:
-            use_jumps = False
-            jadd, jset, mask = dflt[0]
-        else:
-            use_jumps = True
-            jadd, jset, mask = jumps
-        if seg is None:
-            seg = dflt[1]
-        out_y = np.empty((m, ny))
-        stats = np.zeros(8, dtype=np.int64)
-        fstats = np.zeros(4)
-        res = rk.integrate(mode, self.compiled.kern, self.n_states, self.n_params, theta, ts, y0,
-                           a, b, be, c, dense, fsal, eo, not meth.fixed,
-                           rtol, atol, ny if nerr is None else nerr,
-                           *meth.step_sizes(dt, dt_max), max_steps, ctrl,
-                           stop_at_ts, use_jumps, jadd, jset, mask,
-                           seg[0], seg[1], seg[2], seg[3], record, out_y, stats, fstats, clock_address(),
-                           self._rec_cap if rec_cap is None else rec_cap)
-        status, out_step, out_frac, rec_t, rec_h, rec_y, rec_k, n_rec, rec_w = res
-        if record and mode == rk.MODE_F:
-            self._note_steps(int(n_rec))
-        return dict(status=int(status), t_stiff=float(fstats[1]), out_y=out_y, out_step=out_step, out_frac=out_frac,
-                    rec_t=rec_t, rec_h=rec_h, rec_y=rec_y, rec_k=rec_k, rec_w=rec_w, stats=stats,
-                    t_reached=float(fstats[0]), method=meth)
-
-    def _make_solution(self, ts, res, meth, max_steps, throw, n=None, stacklevel=4):
-        n = self.n_states if n is None else n
-        status = res["status"]
-        z = res["out_y"][:, :n]
-        if status != _status.SUCCESS:
-            z = z.copy()
-            reached = res["out_step"] >= 0
-            reached[0] = True
-            z[~reached] = np.nan
-        s = res["stats"]
-        stats = dict(nfev=int(s[0]), nsteps=int(s[1]), naccepted=int(s[2]), nrejected=int(s[3]),
-                     njev=int(s[4]), nlu=int(s[5]), method=meth.name)
-        msg = _status.message(status, res["t_reached"], max_steps)
-        if s[6]:
-            stats["stiffness_detected_at"] = float(res.get("t_stiff", float("nan")))
-            import warnings
-
-            warnings.warn(f"The problem appears stiff from t={stats['stiffness_detected_at']:.6g} on "
-                          f"({stats['nfev']} RHS evaluations with {meth.name}); a stiff method will be much "
-                          "faster: method='rodas5', or method='auto' to switch automatically.",
-                          symode_stiffness_warning(), stacklevel=stacklevel)
-        sol = Solution(t=ts, z=z, stats=stats, status=status, message=msg, t_reached=res["t_reached"])
-        if status != _status.SUCCESS and throw:
-            raise IntegrationError(f"{_status.NAMES[status]}: {msg}", status=status, t=res["t_reached"],
-                                   solution=sol)
-        return sol
+        cfg = rt.config(method, rtol, atol, dt, max_steps, dt_max, controller, time_limit)
+        return SOLVERS[cfg.kind].solve(rt, z0, theta, ts, cfg, throw)   # a stiffness warning names the caller
 
     # ------------------------------------------------------------------ gradients
     def vjp(self, z0, theta, ts, cotangent, adjoint="discrete", **kwargs):
@@ -450,7 +280,7 @@ class ODE:
         z0, theta, ts : as for :meth:`solve`
         cotangent : array_like, shape (m, n)
         adjoint : {"discrete", "checkpoint", "backsolve", "forward"}
-            See :mod:`symode._gradients` for what each computes and when to use it.
+            See :mod:`symode._engine.adjoints` (and docs/gradients.md) for what each computes and when to use it.
         **kwargs
             The solver keywords of :meth:`solve` (method, rtol, atol, dt, max_steps, throw, dt_max,
             controller), plus ``seminorm`` (leave the parameter quadrature out of the adjoint's error
@@ -462,13 +292,11 @@ class ODE:
         Gradient
             ``z0`` (n,) = dL/dz0, ``theta`` (p,) = dL/dtheta, ``t`` (m,) = dL/dts, ``solution``.
         """
-        return _vjp(self, z0, theta, ts, cotangent, adjoint=adjoint, **kwargs)
+        return _gradients.vjp(self._rt, z0, theta, ts, cotangent, adjoint=adjoint, **kwargs)
 
     def sensitivities(self, z0, theta, ts, **kwargs):
         """Forward sensitivities: ``t``, ``z``, ``dz_dz0`` (m, n, n) and ``dz_dtheta`` (m, n, p)."""
-        from ._gradients import sensitivities
-
-        return sensitivities(self, z0, theta, ts, **kwargs)
+        return _gradients.sensitivities(self._rt, z0, theta, ts, **kwargs)
 
     def value_and_grad(self, loss, z0, theta, ts, data=None, adjoint="discrete", **kwargs):
         """Value and gradients of a loss of the solution.
@@ -496,16 +324,14 @@ class ODE:
         the forward solve, the loss, its cotangent, the reverse sweep and dL/dts run in one compiled call (no
         second forward pass, no Python between them).
         """
-        return _value_and_grad(self, loss, z0, theta, ts, data=data, adjoint=adjoint, **kwargs)
+        return _prepared.value_and_grad(self._rt, loss, z0, theta, ts, data=data, adjoint=adjoint, **kwargs)
 
     def value_and_grad_fn(self, loss, ts, data=None, adjoint="discrete", **kwargs):
         """``fn(z0, theta) -> Gradient``, equal to ``value_and_grad(loss, z0, theta, ts, data, adjoint, **kwargs)``,
         with the output times, the loss (its kernels and data rows) and the solver settings checked and prepared
         once: the per-call cost is that of checking z0 and theta and of the one compiled call (for a training
         loop or an optimizer calling it many times; ``data`` is fixed, as the loss of such a loop is)."""
-        from ._losses import ValueAndGradFn
-
-        return ValueAndGradFn(self, loss, ts, data=data, adjoint=adjoint, **kwargs)
+        return _prepared.ValueAndGradFn(self._rt, loss, ts, data=data, adjoint=adjoint, **kwargs)
 
 
 def _rebuild_ode(cls, rhs, states, params, t, blocks=None):

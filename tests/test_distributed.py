@@ -69,7 +69,7 @@ def test_model_travels_as_sympy_data(lv):
     back = pickle.loads(blob)
     assert back.key == lv._sym.key() and back.rkey == spec.rkey
     m2 = back.build(compile=False)
-    assert m2._compiled is None and m2._sym.key() == lv._sym.key()
+    assert m2._rt._compiled is None and m2._sym.key() == lv._sym.key()
 
 
 def test_ensemble_identical_to_in_process(lv, data, client):
@@ -198,7 +198,7 @@ def test_ode_pickles_as_definition_and_solve_takes_client(lv, data, client):
     Z0, TH, ts, _ = data
     lv.compiled  # noqa: B018
     blob = pickle.dumps(lv)
-    assert b"numba" not in blob and pickle.loads(blob)._compiled is None
+    assert b"numba" not in blob and pickle.loads(blob)._rt._compiled is None
     ref = lv.solve(Z0[:100], TH[:100], ts, **TOL)
     sol = lv.solve(Z0[:100], TH[:100], ts, client=client, **TOL)
     assert np.array_equal(sol.z, ref.z)

@@ -2,6 +2,8 @@
 DOP853 step sequence and dense output, measured orders, and every gradient path through its 16 stages
 (12 + FSAL + 3 dense-output stages)."""
 import numpy as np
+
+from symode._engine import explicit as _explicit
 import pytest
 import sympy as sp
 from hypothesis import given, settings
@@ -273,15 +275,15 @@ def test_extra_stages_carry_the_interior_cotangents():
     m = lotka_volterra()
     ts = np.linspace(0, 4, 7)
     cot = np.random.default_rng(3).normal(size=(7, 2))
-    fwd = m._integrate(rk.MODE_F, P1_Z0, P1_THETA, ts, m._options(**{k: FIXED[k] for k in ("method", "rtol",
+    fwd = _explicit.integrate(m._rt, rk.MODE_F, P1_Z0, P1_THETA, ts, m._rt.config(**{k: FIXED[k] for k in ("method", "rtol",
                        "atol", "dt", "dt_max")}, max_steps=1000, controller=None), record=2)
     a, b, be, c, dense, fsal, eo = METHODS["dop853"].packed()
     g = {}
     for name, A in (("full", a), ("cut", np.where(np.arange(16)[:, None] >= 13, 0.0, a))):
         ybar, gth = np.empty(2), np.empty(4)
-        adj.discrete_sweep(m.compiled.kern, 2, 4, P1_THETA, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"], fwd["rec_k"],
-                           np.ascontiguousarray(A), b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth,
-                           fwd["rec_w"])
+        adj.discrete_sweep(m.compiled.kern, 2, 4, P1_THETA, fwd.rec_t, fwd.rec_h, fwd.rec_y, fwd.rec_k,
+                           np.ascontiguousarray(A), b, c, dense, fwd.out_step, fwd.out_frac, cot, ybar, gth,
+                           fwd.rec_w)
         g[name] = np.concatenate([ybar + cot[0], gth])
     ref = m.vjp(P1_Z0, P1_THETA, ts, cot, **FIXED)
     assert np.max(np.abs(g["full"] - np.concatenate([ref.z0, ref.theta]))) < 1e-12 * np.max(np.abs(g["full"]))

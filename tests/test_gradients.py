@@ -300,7 +300,7 @@ def test_value_and_grad_fn_equals_value_and_grad():
             assert np.array_equal(g.z0, ref.z0) and np.array_equal(g.theta, ref.theta)
             assert (g.t is None and ref.t is None) or np.array_equal(g.t, ref.t)
             g.solution.t[:] = 0.0                      # results are the caller's: the prepared ts is untouched
-    assert fn._fast is None                            # checkpoint: not prepared, value_and_grad each call
+    assert not fn.prepared                            # checkpoint: not prepared, value_and_grad each call
     fn = lv.value_and_grad_fn(cases[0][0], ts, reduce="sum", grad_t=False)
     Z = np.array([P1_Z0, 1.1 * P1_Z0])
     g = fn(Z, P1_THETA)
@@ -410,7 +410,7 @@ def test_recorded_solves_beyond_the_first_record_capacity():
     cot = 2 * s.z
     g1 = lv.vjp(P1_Z0, P1_THETA, ts, cot, **kw)              # first capacity too small: redone
     assert g1.stats["steps_recorded"] > 4 * rk.REC_CAP0
-    assert lv._rec_cap >= g1.stats["steps_recorded"]
+    assert lv._rt.rec_cap >= g1.stats["steps_recorded"]
     g2 = lv.vjp(P1_Z0, P1_THETA, ts, cot, **kw)              # sized from the hint
     assert np.array_equal(g1.theta, g2.theta) and np.array_equal(g1.z0, g2.z0) and np.array_equal(g1.t, g2.t)
     assert g1.stats["forward"]["nfev"] == s.stats["nfev"]     # counts of the final pass only
@@ -426,12 +426,12 @@ def test_recorded_solves_beyond_the_first_record_capacity():
     # still that of a fresh model
     ts_short = np.linspace(0, 1, 3)
     ref = lotka_volterra().vjp(P1_Z0, P1_THETA, ts_short, np.ones((3, 2)), **kw)
-    caps = [lv._rec_cap]
+    caps = [lv._rt.rec_cap]
     for _ in range(12):
         g = lv.vjp(P1_Z0, P1_THETA, ts_short, np.ones((3, 2)), **kw)
         assert np.array_equal(g.theta, ref.theta) and np.array_equal(g.z0, ref.z0)
-        caps.append(lv._rec_cap)
+        caps.append(lv._rt.rec_cap)
     n_short = g.stats["steps_recorded"]
     assert caps[1] == caps[0] // 2 and 2 * n_short <= caps[-1] <= max(rk.REC_MIN, 4 * n_short) < caps[0] // 8
     g3 = lv.vjp(P1_Z0, P1_THETA, ts, cot, **kw)
-    assert np.array_equal(g3.theta, g1.theta) and lv._rec_cap >= g1.stats["steps_recorded"]
+    assert np.array_equal(g3.theta, g1.theta) and lv._rt.rec_cap >= g1.stats["steps_recorded"]

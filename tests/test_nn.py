@@ -1,6 +1,8 @@
 """Network blocks (symode.nn): kernels against flat SymPy networks, adjoints against finite differences,
 hybrid models end to end, generated-code size, and declaration errors."""
 import numpy as np
+
+from symode._engine import explicit as _explicit
 import pytest
 import sympy as sp
 
@@ -353,16 +355,16 @@ def test_discrete_sweep_with_recorded_activations_is_exact(chain, method, kw):
     model, _ = chain
     theta = np.random.default_rng(4).normal(0, 0.5, model.n_params)
     ts = np.array([0.0, 0.13, 0.5, 0.61, 1.0])
-    opts = model._options(method, 1e-8, 1e-10, kw.get("dt"), 100000, None, None)
-    fwd = model._integrate(rk.MODE_F, np.array([0.3, -0.4]), theta, ts, opts, record=3)
-    assert fwd["rec_w"].shape[:2] == fwd["rec_k"].shape[:2] and fwd["rec_w"].shape[2] == model.compiled.kern[7]
-    a, b, be, c, dense, fsal, eo = opts[0].packed()
+    opts = model._rt.config(method, 1e-8, 1e-10, kw.get("dt"), 100000, None, None)
+    fwd = _explicit.integrate(model._rt, rk.MODE_F, np.array([0.3, -0.4]), theta, ts, opts, record=3)
+    assert fwd.rec_w.shape[:2] == fwd.rec_k.shape[:2] and fwd.rec_w.shape[2] == model.compiled.kern[7]
+    a, b, be, c, dense, fsal, eo = opts.method.packed()
     cot = np.random.default_rng(5).normal(size=(ts.size, 2))
     out = []
-    for rec_w in (fwd["rec_w"], np.empty((0, 0, 0))):
+    for rec_w in (fwd.rec_w, np.empty((0, 0, 0))):
         ybar, gth = np.empty(2), np.empty(model.n_params)
-        adj.discrete_sweep(model.compiled.kern, 2, model.n_params, theta, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"],
-                           fwd["rec_k"], a, b, c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth, rec_w)
+        adj.discrete_sweep(model.compiled.kern, 2, model.n_params, theta, fwd.rec_t, fwd.rec_h, fwd.rec_y,
+                           fwd.rec_k, a, b, c, dense, fwd.out_step, fwd.out_frac, cot, ybar, gth, rec_w)
         out.append(np.concatenate([ybar, gth]))
     # vjp_rec adds each stage's a^T df/dtheta straight into the running sum, the plain sweep adds a separately
     # summed vector: the same terms, summed in another order (measured: at most 1.2e-16 of the largest entry over
@@ -399,19 +401,19 @@ def test_fsal_sweep_equals_the_general_sweep(chain, method):
              (lv, P1_Z0, P1_THETA, np.linspace(0.0, 10.0, 101))]
     for model, z0, theta, ts in cases:
         n, p = model.n_states, model.n_params
-        opts = model._options(method, 1e-8, 1e-10, None, 100000, None, None)
-        fwd = model._integrate(rk.MODE_F, z0, theta, ts, opts, record=3)
-        a, b, be, c, dense, fsal, eo = opts[0].packed()
+        opts = model._rt.config(method, 1e-8, 1e-10, None, 100000, None, None)
+        fwd = _explicit.integrate(model._rt, rk.MODE_F, z0, theta, ts, opts, record=3)
+        a, b, be, c, dense, fsal, eo = opts.method.packed()
         assert adj.fsal_form(a, b, c)
-        inside_last = np.sum((fwd["out_step"] == fwd["rec_t"].size - 1) & (fwd["out_frac"] < 1.0))
+        inside_last = np.sum((fwd.out_step == fwd.rec_t.size - 1) & (fwd.out_frac < 1.0))
         cot = np.random.default_rng(5).normal(size=(ts.size, n))
-        recs = [fwd["rec_w"], np.empty((0, 0, 0))] if fwd["rec_w"].size else [fwd["rec_w"]]
+        recs = [fwd.rec_w, np.empty((0, 0, 0))] if fwd.rec_w.size else [fwd.rec_w]
         for rec_w in recs:
             out = []
             for sweep in (adj.sweep_fsal, adj.sweep_general):
                 ybar, gth = np.empty(n), np.empty(max(p, 1))
-                sweep(model.compiled.kern, n, p, theta, fwd["rec_t"], fwd["rec_h"], fwd["rec_y"], fwd["rec_k"], a, b,
-                      c, dense, fwd["out_step"], fwd["out_frac"], cot, ybar, gth, rec_w)
+                sweep(model.compiled.kern, n, p, theta, fwd.rec_t, fwd.rec_h, fwd.rec_y, fwd.rec_k, a, b,
+                      c, dense, fwd.out_step, fwd.out_frac, cot, ybar, gth, rec_w)
                 out.append(np.concatenate([ybar, gth[:p]]))
             # the same terms summed in another order: measured at most 1.4e-15 of the largest entry over these
             # cases (up to 400 outputs, a few hundred steps); the bound leaves room for longer sums, while a wrong

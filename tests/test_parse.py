@@ -670,9 +670,9 @@ def test_utf8_file_with_unicode_names(tmp_path):
 
 def _ode_class():
     try:
-        from symode._ode import ODE
+        from symode.ode import ODE
     except Exception as exc:  # pragma: no cover - the core is developed in parallel
-        pytest.skip(f"symode._ode not importable: {exc}")
+        pytest.skip(f"symode.ode not importable: {exc}")
     return ODE
 
 

@@ -186,7 +186,7 @@ def test_bad_input_raised_before_compiling():
     m = lotka_volterra()
     with pytest.raises(symode.InputValidationError):
         m.solve(P1_Z0, P1_THETA, [0, 1], method="nope")
-    assert m._compiled is None
+    assert m._rt._compiled is None
 
 
 def test_max_steps_status_and_error():

@@ -7,7 +7,9 @@ import sympy as sp
 from scipy.integrate import solve_ivp
 
 import symode
-from symode import _stiff, nn
+from symode import nn
+from symode._engine import stiff as _stiff
+from symode._engine.adjoints import discrete as _discrete
 from symode._numeric import rosenbrock as ros
 from symode._numeric import rosenbrock_adjoint as ra
 
@@ -137,14 +139,14 @@ def test_discrete_is_the_derivative_of_the_rosenbrock_map(method, backward):
     if backward:  # from t = 2 down to 0 (negative steps), with decay rates that are decay rates backward
         ts = 2.0 - ts
         th = np.array([-20.0, -2.0, 3.0])
-    opts = m._options(method, 1e-6, 1e-9, None, 10 ** 5, None, None)
-    res = _stiff.integrate_stiff(m, z0, th, ts, opts, record=2)
-    assert res["status"] == 0 and res["rec_t"].size > 10
-    tab = res["tableau"]
-    frozen = (res["rec_t"], res["rec_h"], res["out_step"], res["out_frac"], ts.size)
+    opts = m._rt.config(method, 1e-6, 1e-9, None, 10 ** 5, None, None)
+    res = _stiff.integrate(m._rt, z0, th, ts, opts, record=2)
+    assert res.status == 0 and res.rec_t.size > 10
+    tab = opts.method.tableau
+    frozen = (res.rec_t, res.rec_h, res.out_step, res.out_frac, ts.size)
     # the NumPy map with these steps is the map `solve` computed (to rounding)
-    assert np.allclose(frozen_rosenbrock(m, tab, z0, th, *frozen), res["out_y"], rtol=1e-12, atol=1e-14)
-    assert 0.0 < res["out_frac"][1:-1].min() and res["out_frac"][1:-1].max() < 1.0  # interior outputs
+    assert np.allclose(frozen_rosenbrock(m, tab, z0, th, *frozen), res.out_y, rtol=1e-12, atol=1e-14)
+    assert 0.0 < res.out_frac[1:-1].min() and res.out_frac[1:-1].max() < 1.0  # interior outputs
     cot = np.random.default_rng(3).standard_normal((ts.size, 2))
     g = m.vjp(z0, th, ts, cot, adjoint="discrete", method=method, rtol=1e-6, atol=1e-9)
 
@@ -215,7 +217,7 @@ def test_band_and_dense_w_give_the_same_adjoint():
     rhs = [D * ((u[i - 1] if i > 0 else 0) - 2 * u[i] + (u[i + 1] if i < n - 1 else 0)) + r * u[i] * (1 - u[i])
            for i in range(n)]
     m = symode.ODE(rhs, list(u), [D, r])
-    assert _stiff.linalg_plan(m)[2]  # band chosen automatically
+    assert _stiff.linalg_plan(m._rt).band  # band chosen automatically
     z0 = np.exp(-0.5 * (np.arange(n) - 4.0) ** 2)
     th = np.array([40.0, 2.0])
     ts = np.array([0.0, 0.3, 1.0])
@@ -226,18 +228,19 @@ def test_band_and_dense_w_give_the_same_adjoint():
     g = m.vjp(z0, th, ts, cot, adjoint="discrete", **kw)
     gc = m.vjp(z0, th, ts, cot, adjoint="checkpoint", **kw)
     assert np.allclose(g.theta, gc.theta, rtol=1e-5) and np.allclose(g.z0, gc.z0, rtol=1e-5, atol=1e-8)
-    opts = m._options("rodas5", 1e-8, 1e-10, None, 10 ** 5, None, None)
-    res = _stiff.integrate_stiff(m, z0, th, ts, opts, record=2)
-    aux, hm_i, hm_j, ft_rows = _stiff._second_order_model(m)
+    opts = m._rt.config("rodas5", 1e-8, 1e-10, None, 10 ** 5, None, None)
+    res = _stiff.integrate(m._rt, z0, th, ts, opts, record=2)
+    aux, hm_i, hm_j, ft_rows = _discrete.second_order_model(m._rt)
     a_, C, c, d, mw, me, dense, gamma = ros.RODAS5.packed()
     out = []
     for kind in ("band", "dense"):
-        kl, ku, band, pi, pj, nonauto = _stiff.linalg_plan(m, kind)
+        plan = _stiff.linalg_plan(m._rt, kind)
+        kl, ku, band, pi, pj, nonauto = plan.kl, plan.ku, plan.band, plan.pat_i, plan.pat_j, plan.nonauto
         ybar, gth = np.empty(n), np.empty(2)
         assert ra.discrete_sweep(m.compiled.kern, int(aux.compiled.kern[4]), n, 2, th, np.zeros(2 + hm_i.size),
-                                 hm_i, hm_j, ft_rows, res["rec_t"], res["rec_h"], res["rec_y"], res["rec_k"], a_, C,
-                                 c, d, mw, dense, gamma, nonauto, kl, ku, band, pi, pj, res["out_step"],
-                                 res["out_frac"], cot, ybar, gth)
+                                 hm_i, hm_j, ft_rows, res.rec_t, res.rec_h, res.rec_y, res.rec_k, a_, C,
+                                 c, d, mw, dense, gamma, nonauto, kl, ku, band, pi, pj, res.out_step,
+                                 res.out_frac, cot, ybar, gth)
         out.append(np.concatenate([ybar, gth]))
     assert np.allclose(out[0], out[1], rtol=1e-12, atol=1e-15)
     assert np.allclose(out[0][:n] + cot[0], g.z0, rtol=1e-13, atol=1e-15)
@@ -249,7 +252,7 @@ def test_linear_constant_jacobian_needs_no_second_derivatives():
 
     A = np.array([[-50.0, 1.0], [0.0, -0.5]])
     m = symode.ODE([-50 * x + y, -y / 2], [x, y])
-    assert _stiff._second_order_model(m)[0] is None
+    assert _discrete.second_order_model(m._rt)[0] is None
     ts = np.array([0.0, 0.5, 2.0])
     for i in range(2):
         cot = np.zeros((3, 2))
@@ -286,7 +289,7 @@ def test_recorded_rosenbrock_solve_beyond_the_first_record_capacity():
     s = m.solve([2.0, 0.0], [1000.0], ts, **kw)
     g1 = m.vjp([2.0, 0.0], [1000.0], ts, cot, **kw)
     assert g1.stats["steps_recorded"] == s.stats["naccepted"] > rk.REC_CAP0
-    assert m._rec_cap >= g1.stats["steps_recorded"]
+    assert m._rt.rec_cap >= g1.stats["steps_recorded"]
     g2 = m.vjp([2.0, 0.0], [1000.0], ts, cot, **kw)
     assert np.array_equal(g1.theta, g2.theta) and np.array_equal(g1.z0, g2.z0)
     assert g1.stats["forward"]["nfev"] == s.stats["nfev"]

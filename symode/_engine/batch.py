@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _status
-from . import _validate as V
-from ._errors import InputValidationError, IntegrationError
-from ._numeric import batch as nb_batch
-from ._solution import Gradient, Solution
+from .. import _status
+from .. import _validate as V
+from .._errors import InputValidationError, IntegrationError
+from .._numeric import batch as nb_batch
+from .._solution import Gradient, Solution, step_stats
+from .config import SolverConfig
+from .runtime import ModelRuntime
 
 
 def is_batch(z0, theta):
@@ -16,11 +18,11 @@ def is_batch(z0, theta):
     return nz == 2 or nt == 2
 
 
-def _broadcast(model, z0, theta, expand=True):
+def broadcast(rt: ModelRuntime, z0, theta, expand=True):
     """z0 and theta as C-contiguous float64 arrays (B, n) and (B, p), checked. With ``expand=False`` an input
     without a batch dimension stays one row (the compiled batch loops share it across the members, no copy)
     and the batch size is returned as a third value."""
-    n, p = model.n_states, model.n_params
+    n, p = rt.n, rt.p
     Z = np.array(z0, dtype=np.float64, order="C", copy=True)
     T = np.array(theta, dtype=np.float64, order="C", copy=True)
     if Z.ndim == 1:
@@ -49,38 +51,36 @@ def _broadcast(model, z0, theta, expand=True):
     return Z, T
 
 
-def _common(model, opts):
-    meth, dt, rtol_a, atol_a, max_steps, dt_max, ctrl = opts
-    if meth.kind != "explicit":
-        raise InputValidationError(f"batched solves support the explicit methods; {meth.name!r} is not one yet")
-    a, b, be, c, dense, fsal, eo = meth.packed()
-    return (a, b, be, c, dense, fsal, eo, not meth.fixed, rtol_a, atol_a, *meth.step_sizes(dt, dt_max), max_steps,
-            ctrl)
+def _common(cfg: SolverConfig):
+    if not cfg.explicit:
+        raise InputValidationError(f"batched solves support the explicit methods; {cfg.method.name!r} is not one yet")
+    t = cfg.rk
+    return (t.a, t.b, t.b_error, t.c, t.dense, t.fsal, t.error_order, not cfg.method.fixed, cfg.rtol, cfg.atol,
+            *cfg.step_sizes(), cfg.max_steps, cfg.ctrl)
 
 
-def solve_batch(model, z0, theta, ts, opts, throw):
-    Z, T, B = _broadcast(model, z0, theta, expand=False)
+def solve_batch(rt: ModelRuntime, z0, theta, ts, cfg: SolverConfig, throw):
+    Z, T, B = broadcast(rt, z0, theta, expand=False)
     ts = V.times(ts)
-    n, m = model.n_states, ts.size
+    n, m = rt.n, ts.size
     out = np.empty((B, m, n))
     status = np.zeros(B, dtype=np.int64)
     stats = np.zeros((B, 8), dtype=np.int64)
     t_reached = np.zeros(B)
-    nb_batch.batch_solve(model.compiled.kern, n, model.n_params, T, ts, Z, *_common(model, opts), out, status,
-                         stats, t_reached)
+    nb_batch.batch_solve(rt.kern, n, rt.p, T, ts, Z, *_common(cfg), out, status, stats, t_reached)
     st = dict(nfev=stats[:, 0].copy(), nsteps=stats[:, 1].copy(), naccepted=stats[:, 2].copy(),
               nrejected=stats[:, 3].copy())
-    return batch_solution(ts, out, status, t_reached, st, opts, throw)
+    return batch_solution(ts, out, status, t_reached, st, cfg, throw)
 
 
-def batch_solution(ts, out, status, t_reached, stats, opts, throw):
+def batch_solution(ts, out, status, t_reached, stats, cfg: SolverConfig, throw):
     """The Solution of a batch (z (B, m, n), per-member ``statuses``), raising naming the failed indices."""
     B = status.size
     failed = np.flatnonzero(status != _status.SUCCESS)
-    st = dict(stats, method=opts[0].name, failed=failed)
+    st = dict(stats, method=cfg.method.name, failed=failed)
     worst = int(status[failed[0]]) if failed.size else _status.SUCCESS
     msg = (f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()}"
-           f"{'...' if failed.size > 10 else ''}); first: {_status.message(worst, t_reached[failed[0]], opts[4])}"
+           f"{'...' if failed.size > 10 else ''}); first: {_status.message(worst, t_reached[failed[0]], cfg.max_steps)}"
            if failed.size else _status.message(_status.SUCCESS))
     sol = Solution(t=ts, z=out, stats=st, status=worst, message=msg, t_reached=float("nan"))
     sol.statuses = status
@@ -95,7 +95,8 @@ _NO_DATA = np.zeros((1, 1, 1))      # loss data rows of a batch without a loss (
 _NO_FAILED = np.zeros(0, dtype=np.int64)
 
 
-def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=None, grad_t=True, batch=None):
+def vjp_batch(rt: ModelRuntime, z0, theta, ts, cotangent, cfg: SolverConfig, throw, reduce=None, loss=None,
+              grad_t=True, batch=None):
     """Batched discrete-adjoint gradients. ``loss`` = (kernel addresses, data rows (B or 1, m, w), summed rows):
     a compiled loss evaluated on each member's own solution (``cotangent`` is then ignored) and the Gradient
     gets ``value`` (per member, or summed with ``reduce="sum"``). With a loss the caller has checked z0, theta
@@ -103,11 +104,11 @@ def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=No
     if reduce not in (None, "sum"):
         raise InputValidationError(f"`reduce` must be None (per-sample) or 'sum', got {reduce!r}")
     if loss is None:
-        Z, T, B = _broadcast(model, z0, theta, expand=False)
+        Z, T, B = broadcast(rt, z0, theta, expand=False)
         ts = V.times(ts)
     else:
         Z, T, B = z0, theta, batch
-    n, p, m = model.n_states, model.n_params, ts.size
+    n, p, m = rt.n, rt.p, ts.size
     if loss is None:
         C = np.array(cotangent, dtype=np.float64)
         if C.ndim == 2:
@@ -128,12 +129,12 @@ def vjp_batch(model, z0, theta, ts, cotangent, opts, throw, reduce=None, loss=No
     gz, gp, gt = np.empty((B, n)), np.empty((B, p)), np.empty((B, m))
     status = np.empty(B, dtype=np.int64)
     stats = np.zeros((B, 8), dtype=np.int64)
-    nb_batch.batch_vjp_discrete(model.compiled.kern, n, p, T, ts, Z, C, laddr, LD, lrows, values,
-                                *_common(model, opts), out, gz, gp, gt, status, stats, model._rec_cap, grad_t)
+    nb_batch.batch_vjp_discrete(rt.kern, n, p, T, ts, Z, C, laddr, LD, lrows, values, *_common(cfg), out, gz, gp, gt,
+                                status, stats, rt.rec_cap, grad_t)
     want_sum = reduce == "sum"
     sums = np.empty(n + p + m + 1 if want_sum else 0)
     nacc, nfailed, finite = nb_batch.batch_epilogue(stats, status, gz, gp, gt, values, want_sum, sums)
-    model._note_steps(int(nacc))
+    rt.note_steps(int(nacc))
     failed = np.flatnonzero(status) if nfailed else _NO_FAILED   # status 0 = success
     if nfailed and throw:
         raise IntegrationError(f"{failed.size} of {B} trajectories failed (indices {failed[:10].tolist()})",

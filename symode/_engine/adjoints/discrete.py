@@ -1,0 +1,179 @@
+"""``adjoint="discrete"``: the exact reverse-mode derivative of the numerical method's own map along the accepted
+steps (step sizes held fixed). Matches finite differences of ``solve`` to round-off for fixed-step methods; for
+adaptive methods it is the derivative of the computed solution. Memory: the recorded steps.
+
+Explicit methods: the forward solve, the sweep (and, with a compiled loss, the loss and its cotangent) in one
+compiled call (:func:`fused`). Rosenbrock methods: the recorded forward pass, then the reverse mode of the W-form
+step map with the auxiliary second-order kernel of :func:`second_order_model`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from ... import _status
+from ..._errors import InputValidationError, IntegrationError
+from ..._numeric import adjoint as adj
+from ..._numeric import rk
+from ..._numeric import rosenbrock_adjoint as ra
+from ..._numeric.batch import vjp_discrete_one
+from ..._numeric.clock import clock_address
+from ..._solution import Gradient, Solution, failure, step_stats
+from ..._symbolic.model import SymbolicModel
+from .. import explicit as ex
+from .. import stiff as st
+from ..runtime import ModelRuntime
+from .common import AdjointRequest, failed, finish, nonfinite_gradient
+
+_SUCCESS_MESSAGE = _status.message(_status.SUCCESS)
+_NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros((1, 1)), np.zeros(0, dtype=np.int64))
+
+
+class FusedLoss:
+    """A compiled loss (generated kernels ``addr``, data rows ``D``, summed rows ``rows``) handed to ``vjp`` as
+    the cotangent: with the discrete adjoint of an explicit method, forward solve, loss, cotangent, reverse
+    sweep and dL/dts run in one compiled call; otherwise ``fallback`` (a cotangent callable) is used."""
+
+    def __init__(self, addr, D, rows, fallback):
+        self.addr, self.D, self.rows, self.fallback = addr, D, rows, fallback
+
+
+def fused(rt: ModelRuntime, z0, theta, ts, cot, cfg, throw, loss=None, grad_t=True):
+    """Forward solve, discrete-adjoint sweep and dL/dts in one compiled call (with ``loss``, a FusedLoss, the loss
+    and its cotangent too: ``cot`` is then computed, and the Gradient gets ``value``)."""
+    n, p, m = rt.n, rt.p, ts.size
+    tab = cfg.rk
+    grads = np.empty(n + p + m)   # few allocations: a short solve's Python is a measurable part of its cost
+    gz, gp, gt = grads[:n], grads[n:n + p], grads[n + p:]
+    stats = np.zeros(8, dtype=np.int64)
+    fstats = np.zeros(4)
+    if loss is None:
+        out_y = np.empty((m, n))
+        laddr, lD, lrows = _NO_LOSS
+        g_loss = gz
+    else:
+        laddr, lD, lrows = loss.addr, loss.D, loss.rows
+        zc = np.zeros((2, m, n))
+        out_y, cot = zc[0], zc[1]
+        g_loss = np.zeros(max(p, 1)) if laddr[1] else gz   # a loss without parameters leaves it alone
+    status, nrec, value, finite = vjp_discrete_one(
+        rt.kern, n, p, theta, ts, z0, cot, laddr, lD, lrows, g_loss, tab.a, tab.b, tab.b_error, tab.c, tab.dense,
+        tab.fsal, tab.error_order, not cfg.method.fixed, cfg.rtol, cfg.atol, *cfg.step_sizes(), cfg.max_steps,
+        cfg.ctrl, out_y, gz, gp, gt, stats, fstats, clock_address(), rt.rec_cap, grad_t)
+    rt.note_steps(int(nrec))
+    return fused_result(cfg, throw, status, nrec, value, finite, ts, out_y, gz, gp, gt, stats, float(fstats[0]),
+                        grad_t, loss is not None)
+
+
+def fused_result(cfg, throw, status, nrec, value, finite, ts, out_y, gz, gp, gt, stats, t_reached, grad_t,
+                 with_value):
+    """The Gradient of a fused compiled call's outputs (``vjp_discrete_one``, ``vjp_discrete_flat``), or its
+    failure: raised as IntegrationError with ``throw``, else returned with the status (NaN gradients)."""
+    st_ = step_stats(stats, cfg.method.name)
+    st_.update(njev=0, nlu=0)
+    msg = _SUCCESS_MESSAGE if status == 0 else _status.message(int(status), t_reached, cfg.max_steps)
+    sol = Solution(t=ts, z=out_y, stats=st_, status=int(status), message=msg, t_reached=t_reached)
+    if status != _status.SUCCESS:
+        if throw:
+            raise failure(status, t_reached, cfg.max_steps, solution=sol)
+        g = Gradient(z0=gz, theta=gp, t=gt, solution=sol)
+        g.stats = dict(status=int(status), message=msg)
+        return g
+    if not finite:
+        raise nonfinite_gradient()
+    g = Gradient(z0=gz, theta=gp, t=gt if grad_t else None, stats=dict(forward=st_, steps_recorded=int(nrec)),
+                 solution=sol)
+    if with_value:
+        g.value = float(value)
+    return g
+
+
+def explicit(req: AdjointRequest):
+    """The recorded forward pass (dense-output-only stages only where an output is inside a step), the cotangent
+    evaluated on its solution, then the compiled reverse sweep."""
+    rt, theta, ts, cfg = req.rt, req.theta, req.ts, req.cfg
+    n, p, m = req.sizes
+    fwd = ex.integrate(rt, rk.MODE_F, req.z0, theta, ts, cfg, record=3)
+    sol = ex.make_solution(ts, fwd, cfg, req.throw, stacklevel=5)
+    if not sol.success:
+        return failed(req, sol)
+    cot = req.get_cot(sol)
+    tab = cfg.rk
+    ybar = np.empty(n)
+    gth = np.empty(max(p, 1))
+    adj.discrete_sweep(rt.kern, n, p, theta, fwd.rec_t, fwd.rec_h, fwd.rec_y, fwd.rec_k, tab.a, tab.b, tab.c,
+                       tab.dense, fwd.out_step, fwd.out_frac, cot, ybar, gth, fwd.rec_w)
+    stats = dict(forward=sol.stats, steps_recorded=int(fwd.rec_t.size))
+    return finish(req, sol, cot, ybar.copy(), gth[:p], stats)
+
+
+def second_order_model(rt: ModelRuntime):
+    """The auxiliary model behind the discrete adjoint of Rosenbrock steps, with its index arrays.
+
+    W = I/(h gamma) - J(t0, y0) and the stages' h d_i df/dt(t0, y0) make a Rosenbrock step depend on y0 and
+    theta through J and df/dt, so its reverse mode needs the gradients with respect to z and theta of
+
+        S(z, theta) = sum_(i,j) M_ij df_i/dz_j (t, z, theta) + sum_i u_i df_i/dt (t, z, theta)
+
+    for given M (the adjoint of J) and u (of df/dt). S is the first right-hand side of a model of its own
+    (states z, parameters theta + the M_ij + the u_i, the other right-hand sides zero), so its generated VJP
+    kernel with cotangent e_0 yields exactly those gradients (second derivatives of f, generated, compiled and
+    cached on disk like any model's). Only the entries of J and df/dt that depend on (t, z, theta) appear.
+
+    Returns (aux runtime, hm_i, hm_j, ft_rows); aux is None when S vanishes identically (J and df/dt constant).
+    """
+    sym = rt.sym
+    if getattr(sym, "networks", None) is not None:
+        raise InputValidationError(
+            "adjoint='discrete' through Rosenbrock steps needs second derivatives of f, which are generated only "
+            "for models without network blocks (symode.nn); use adjoint='checkpoint' (the continuous adjoint, "
+            "integrated backward with the same Rosenbrock method) or adjoint='forward'")
+
+    def build():
+        derivs = rt.derivatives()
+        live = set(sym.z_c) | set(sym.theta_c) | {sym.t_c}
+        jz = [(ij, e) for ij, e in derivs.jac_z.items() if e.free_symbols & live]
+        jt = [(i, e) for i, e in sorted(derivs.jac_t.items()) if e.free_symbols & live]
+        hm_i = np.array([i for (i, _j), _e in jz], dtype=np.int64)
+        hm_j = np.array([j for (_i, j), _e in jz], dtype=np.int64)
+        ft_rows = np.array([i for i, _e in jt], dtype=np.int64)
+        aux = None
+        if jz or jt:
+            M = [sp.Symbol(f"_symode_hm_{i}_{j}", real=True) for (i, j), _e in jz]
+            u = [sp.Symbol(f"_symode_hu_{i}", real=True) for i, _e in jt]
+            S = sum((mij * e for mij, (_ij, e) in zip(M, jz)), sp.S.Zero)
+            S = S + sum((ui * e for ui, (_i, e) in zip(u, jt)), sp.S.Zero)
+            S = sym.to_user(S)
+            aux = ModelRuntime(SymbolicModel([S] + [sp.S.Zero] * (sym.n - 1), list(sym.states),
+                                             list(sym.params) + M + u, sym.t))
+        return aux, hm_i, hm_j, ft_rows
+
+    return rt.memo("second_order_model", None, build)
+
+
+def stiff(req: AdjointRequest):
+    """Discrete adjoint through Rosenbrock steps: the forward pass records its accepted steps, then
+    ``rosenbrock_adjoint.discrete_sweep`` runs the reverse mode of the W-form step map (step sizes fixed, dense
+    output included) with the model's VJP kernel at the stages and the auxiliary second-order kernel for J and
+    df/dt."""
+    rt, theta, ts, cfg = req.rt, req.theta, req.ts, req.cfg
+    st.refuse_auto(cfg, "discrete")
+    aux, hm_i, hm_j, ft_rows = second_order_model(rt)
+    hvjp = int(aux.kern[4]) if aux is not None else 0
+    n, p, m = req.sizes
+    fwd, sol, cot = st.recorded_forward(rt, req.z0, theta, ts, cfg, req.throw, req.get_cot)
+    if cot is None:
+        return failed(req, sol)
+    a_, C, c, d, mw, me, dense, gamma = cfg.method.tableau.packed()
+    plan = st.linalg_plan(rt)
+    htheta = np.zeros(p + hm_i.size + ft_rows.size)
+    ybar = np.empty(n)
+    gth = np.empty(max(p, 1))
+    ok = ra.discrete_sweep(rt.kern, hvjp, n, p, theta, htheta, hm_i, hm_j, ft_rows, fwd.rec_t, fwd.rec_h, fwd.rec_y,
+                           fwd.rec_k, a_, C, c, d, mw, dense, gamma, plan.nonauto, plan.kl, plan.ku, plan.band,
+                           plan.pat_i, plan.pat_j, fwd.out_step, fwd.out_frac, cot, ybar, gth)
+    if not ok:  # pragma: no cover - the forward pass factorised the same matrices
+        raise IntegrationError("the discrete adjoint could not factorise W = I/(h gamma) - J of a recorded step",
+                               status=_status.SINGULAR_MATRIX)
+    stats = dict(forward=sol.stats, steps_recorded=int(fwd.rec_t.size))
+    return finish(req, sol, cot, ybar, gth[:p].copy(), stats)

@@ -1,0 +1,46 @@
+"""Loss specifications: what a loss of a solution is, symbolically (compiled and evaluated by the engine)."""
+from __future__ import annotations
+
+import sympy as sp
+
+from .._errors import ModelError
+
+
+def _no_str():
+    raise ModelError("losses are SymPy expressions; symode never evaluates strings")
+
+
+class FinalLoss:
+    """L = expr(z(ts[-1]), theta, t) for a SymPy expression in the model's symbols."""
+
+    def __init__(self, expr):
+        self.expr = sp.sympify(expr) if not isinstance(expr, str) else _no_str()
+
+
+class ObservationLoss:
+    """L = sum_i expr(z(ts[i]), theta, ts[i], data[i]); terms with NaN data are skipped."""
+
+    def __init__(self, expr, data_symbols):
+        if isinstance(expr, str):
+            _no_str()
+        self.expr = expr
+        self.data_symbols = tuple(data_symbols)
+        for s in self.data_symbols:
+            if not isinstance(s, sp.Symbol):
+                raise ModelError(f"data symbol {s!r} must be a sympy.Symbol")
+
+
+class RunningCost:
+    """L = integral over [ts[0], ts[-1]] of expr(z, theta, t) dt."""
+
+    def __init__(self, expr):
+        if isinstance(expr, str):
+            _no_str()
+        self.expr = expr
+
+
+def running_cost_system(sym, expr):
+    """(rhs, states, params, t) of the model augmented with the quadrature state q' = expr (the running cost's
+    integral is q(ts[-1]) with q(ts[0]) = 0); the adjoint then integrates it exactly like the dynamics."""
+    q = sp.Dummy("_symode_running_cost")
+    return list(sym.rhs) + [expr], list(sym.states) + [q], list(sym.params), sym.t
