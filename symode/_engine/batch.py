@@ -7,7 +7,7 @@ from .. import _status
 from .. import _validate as V
 from .._errors import InputValidationError, IntegrationError
 from .._numeric import batch as nb_batch
-from .._solution import Gradient, Solution, step_stats
+from .._solution import Gradient, Solution
 from .config import SolverConfig
 from .runtime import ModelRuntime
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..._errors import InputValidationError
 from . import backsolve, checkpoint, discrete, forward
-from .common import AdjointRequest as AdjointRequest
+from .common import AdjointRequest as AdjointRequest  # noqa: F401 (the interface of every kind)
 
 ADJOINTS = {"discrete": discrete, "checkpoint": checkpoint, "backsolve": backsolve, "forward": forward}
 DEFAULT_ADJOINT = "discrete"

@@ -12,17 +12,15 @@ from ..._errors import InputValidationError
 from ..._numeric import rk
 from ..._solution import step_stats
 from .. import explicit as ex
-from .common import AdjointRequest, augmented_tolerances, backward_failed, failed, finish
+from .common import AdjointRequest, augmented_tolerances, backward_failed, failed, finish, forward
 
 
 def explicit(req: AdjointRequest):
     rt, theta, ts, cfg = req.rt, req.theta, req.ts, req.cfg
     n, p, m = req.sizes
-    fwd = ex.integrate(rt, rk.MODE_F, req.z0, theta, ts, cfg)
-    sol = ex.make_solution(ts, fwd, cfg, req.throw, stacklevel=5)
-    if not sol.success:
+    _fwd, sol, cot = forward(req)
+    if cot is None:
         return failed(req, sol)
-    cot = req.get_cot(sol)
     cot_b = cot[::-1]
     ny = 2 * n + p
     y0 = np.zeros(ny)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._numeric import methods as M
 from ..._numeric import rk
 from ..._numeric import rosenbrock as ros
 from ..._numeric import stiff_adjoint as sa
@@ -14,8 +15,7 @@ from ..._solution import step_stats
 from .. import explicit as ex
 from .. import stiff as st
 from ..config import rk_arrays
-from ..._numeric import methods as M
-from .common import AdjointRequest, augmented_tolerances, backward_failed, failed, finish
+from .common import AdjointRequest, augmented_tolerances, backward_failed, failed, finish, forward
 
 
 def explicit(req: AdjointRequest):
@@ -23,11 +23,9 @@ def explicit(req: AdjointRequest):
         return _checkpointed(req)
     rt, theta, ts, cfg = req.rt, req.theta, req.ts, req.cfg
     n, p, m = req.sizes
-    fwd = ex.integrate(rt, rk.MODE_F, req.z0, theta, ts, cfg, record=2)
-    sol = ex.make_solution(ts, fwd, cfg, req.throw, stacklevel=5)
-    if not sol.success:
+    fwd, sol, cot = forward(req, record=2)
+    if cot is None:
         return failed(req, sol)
-    cot = req.get_cot(sol)
     cot_b = cot[::-1]
     ny = n + p
     y0 = np.zeros(ny)
@@ -56,11 +54,9 @@ def _checkpointed(req: AdjointRequest):
     each segment's steps are replayed bitwise from its checkpoint, then the adjoint runs backward over it."""
     rt, theta, ts, cfg = req.rt, req.theta, req.ts, req.cfg
     n, p, m = req.sizes
-    count = ex.integrate(rt, rk.MODE_F, req.z0, theta, ts, cfg)
-    sol = ex.make_solution(ts, count, cfg, req.throw, stacklevel=6)
-    if not sol.success:
+    count, sol, cot = forward(req, stacklevel=7)
+    if cot is None:
         return failed(req, sol)
-    cot = req.get_cot(sol)
     N = int(count.stats[2])
     stride = max(1, -(-N // req.checkpoints))
     fwd = ex.integrate(rt, rk.MODE_F, req.z0, theta, ts, cfg.with_stride(stride), record=1,

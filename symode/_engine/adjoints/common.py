@@ -10,6 +10,7 @@ from ... import _status
 from ..._errors import IntegrationError
 from ..._numeric import rk
 from ..._solution import Gradient, Solution, failure
+from .. import explicit as ex
 from ..config import SolverConfig
 from ..runtime import ModelRuntime
 
@@ -34,6 +35,15 @@ class AdjointRequest:
     @property
     def sizes(self):
         return self.rt.n, self.rt.p, self.ts.size
+
+
+def forward(req: AdjointRequest, record=0, stacklevel=6):
+    """The forward pass of an explicit method's adjoint: (result, solution, cotangent), the cotangent None after a
+    failure (raised instead with ``throw``). A stiffness warning names the caller of ``ODE.vjp`` (``stacklevel``:
+    make_solution, here, the adjoint, engine vjp, ODE.vjp, the caller)."""
+    fwd = ex.integrate(req.rt, rk.MODE_F, req.z0, req.theta, req.ts, req.cfg, record=record)
+    sol = ex.make_solution(req.ts, fwd, req.cfg, req.throw, stacklevel=stacklevel)
+    return fwd, sol, (req.get_cot(sol) if sol.success else None)
 
 
 def nonfinite_gradient():

@@ -14,16 +14,14 @@ import sympy as sp
 from ... import _status
 from ..._errors import InputValidationError, IntegrationError
 from ..._numeric import adjoint as adj
-from ..._numeric import rk
 from ..._numeric import rosenbrock_adjoint as ra
 from ..._numeric.batch import vjp_discrete_one
 from ..._numeric.clock import clock_address
 from ..._solution import Gradient, Solution, failure, step_stats
 from ..._symbolic.model import SymbolicModel
-from .. import explicit as ex
 from .. import stiff as st
 from ..runtime import ModelRuntime
-from .common import AdjointRequest, failed, finish, nonfinite_gradient
+from .common import AdjointRequest, failed, finish, forward, nonfinite_gradient
 
 _SUCCESS_MESSAGE = _status.message(_status.SUCCESS)
 _NO_LOSS = (np.zeros(0, dtype=np.int64), np.zeros((1, 1)), np.zeros(0, dtype=np.int64))
@@ -91,13 +89,11 @@ def fused_result(cfg, throw, status, nrec, value, finite, ts, out_y, gz, gp, gt,
 def explicit(req: AdjointRequest):
     """The recorded forward pass (dense-output-only stages only where an output is inside a step), the cotangent
     evaluated on its solution, then the compiled reverse sweep."""
-    rt, theta, ts, cfg = req.rt, req.theta, req.ts, req.cfg
+    rt, theta, cfg = req.rt, req.theta, req.cfg
     n, p, m = req.sizes
-    fwd = ex.integrate(rt, rk.MODE_F, req.z0, theta, ts, cfg, record=3)
-    sol = ex.make_solution(ts, fwd, cfg, req.throw, stacklevel=5)
-    if not sol.success:
+    fwd, sol, cot = forward(req, record=3)
+    if cot is None:
         return failed(req, sol)
-    cot = req.get_cot(sol)
     tab = cfg.rk
     ybar = np.empty(n)
     gth = np.empty(max(p, 1))
