@@ -124,7 +124,7 @@ def recorded_forward(rt: ModelRuntime, z0, theta, ts, cfg: SolverConfig, throw, 
     (raised instead with ``throw``)."""
     fwd = integrate(rt, z0, theta, ts, cfg, record=2)
     sol = make_solution(ts, fwd, cfg, throw)
-    return fwd, sol, (get_cot(sol) if sol.success else None)
+    return fwd, sol, (get_cot(sol) if sol.success and get_cot is not None else None)
 
 
 def sensitivity_model(rt: ModelRuntime) -> ModelRuntime:

@@ -43,7 +43,7 @@ def forward(req: AdjointRequest, record=0, stacklevel=6):
     make_solution, here, the adjoint, engine vjp, ODE.vjp, the caller)."""
     fwd = ex.integrate(req.rt, rk.MODE_F, req.z0, req.theta, req.ts, req.cfg, record=record)
     sol = ex.make_solution(req.ts, fwd, req.cfg, req.throw, stacklevel=stacklevel)
-    return fwd, sol, (req.get_cot(sol) if sol.success else None)
+    return fwd, sol, (req.get_cot(sol) if sol.success and req.get_cot is not None else None)
 
 
 def nonfinite_gradient():

@@ -89,11 +89,31 @@ def fused_result(cfg, throw, status, nrec, value, finite, ts, out_y, gz, gp, gt,
 def explicit(req: AdjointRequest):
     """The recorded forward pass (dense-output-only stages only where an output is inside a step), the cotangent
     evaluated on its solution, then the compiled reverse sweep."""
-    rt, theta, cfg = req.rt, req.theta, req.cfg
-    n, p, m = req.sizes
     fwd, sol, cot = forward(req, record=3)
-    if cot is None:
-        return failed(req, sol)
+    return failed(req, sol) if cot is None else sweep(req, fwd, sol, cot)
+
+
+def record(req: AdjointRequest):
+    """The forward pass of the discrete adjoint alone, for a cotangent known only later (the framework bridges'
+    backward pass): (recorded result, Solution). ``req.get_cot`` is not called. The sweep is :func:`sweep`."""
+    if req.cfg.explicit:
+        fwd, sol, _ = forward(req, record=3, stacklevel=5)
+    else:
+        st.refuse_auto(req.cfg, "discrete")
+        second_order_model(req.rt)   # refused for network models before the solve, as by stiff()
+        fwd, sol, _ = st.recorded_forward(req.rt, req.z0, req.theta, req.ts, req.cfg, req.throw, None)
+    return fwd, sol
+
+
+def sweep(req: AdjointRequest, fwd, sol, cot):
+    """The reverse sweep of the discrete adjoint over a recorded forward pass (:func:`record`) with the cotangent
+    ``cot`` (m, n): the Gradient, equal to what ``vjp(..., adjoint="discrete")`` returns for that cotangent."""
+    return (_sweep_explicit if req.cfg.explicit else _sweep_stiff)(req, fwd, sol, cot)
+
+
+def _sweep_explicit(req, fwd, sol, cot):
+    rt, theta, cfg = req.rt, req.theta, req.cfg
+    n, p, _m = req.sizes
     tab = cfg.rk
     ybar = np.empty(n)
     gth = np.empty(max(p, 1))
@@ -152,14 +172,17 @@ def stiff(req: AdjointRequest):
     ``rosenbrock_adjoint.discrete_sweep`` runs the reverse mode of the W-form step map (step sizes fixed, dense
     output included) with the model's VJP kernel at the stages and the auxiliary second-order kernel for J and
     df/dt."""
-    rt, theta, ts, cfg = req.rt, req.theta, req.ts, req.cfg
-    st.refuse_auto(cfg, "discrete")
+    st.refuse_auto(req.cfg, "discrete")
+    second_order_model(req.rt)   # refused for network models before the solve
+    fwd, sol, cot = st.recorded_forward(req.rt, req.z0, req.theta, req.ts, req.cfg, req.throw, req.get_cot)
+    return failed(req, sol) if cot is None else _sweep_stiff(req, fwd, sol, cot)
+
+
+def _sweep_stiff(req, fwd, sol, cot):
+    rt, theta, cfg = req.rt, req.theta, req.cfg
     aux, hm_i, hm_j, ft_rows = second_order_model(rt)
     hvjp = int(aux.kern[4]) if aux is not None else 0
-    n, p, m = req.sizes
-    fwd, sol, cot = st.recorded_forward(rt, req.z0, theta, ts, cfg, req.throw, req.get_cot)
-    if cot is None:
-        return failed(req, sol)
+    n, p, _m = req.sizes
     a_, C, c, d, mw, me, dense, gamma = cfg.method.tableau.packed()
     plan = st.linalg_plan(rt)
     htheta = np.zeros(p + hm_i.size + ft_rows.size)
