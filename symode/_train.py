@@ -441,6 +441,9 @@ class Trainer:
         n, p = model.n_states, model.n_params
         # ---- loss and data
         if isinstance(loss, ObservationLoss):
+            # a data symbol that is also a state, parameter or time would silently replace it in the loss
+            V.observation_symbols(model.states, model.params, loss.data_symbols, model.t)
+            V.loss_symbols(model.states, model.params, model.t, loss.expr, loss.data_symbols)
             self.loss = loss
             k = len(loss.data_symbols)
             what = "one per data symbol of the ObservationLoss"

@@ -515,3 +515,13 @@ def test_gradient_flow_uses_the_solver_tableaus_with_unchanged_results(decay):
     np.testing.assert_allclose(new.history["flow_time"], old.history["flow_time"], rtol=1e-10)
     np.testing.assert_allclose(new.history["loss"], old.history["loss"], rtol=1e-10)
     np.testing.assert_allclose(new.theta, old.theta, rtol=1e-10)
+
+
+def test_fit_refuses_an_observation_loss_whose_data_symbol_is_a_state(decay):
+    """The data would silently replace the state in the loss (issue 20, 13): refused when the fit is set up."""
+    model, data = decay
+    k = sp.Symbol("k")
+    with pytest.raises(symode.ModelError, match="also a state"):
+        fit(model, data, loss=symode.ObservationLoss((x - k) ** 2, [x]), theta0=[0.2], z0=[1.5], progress=False)
+    with pytest.raises(symode.ModelError, match="also a parameter"):
+        fit(model, data, loss=symode.ObservationLoss((x - k) ** 2, [k]), theta0=[0.2], z0=[1.5], progress=False)
