@@ -415,6 +415,8 @@ def _solver_options(model, kw, allowed, what):
     opts = model._options(**{k: kw.get(k, defaults.get(k)) for k in SOLVE_OPTION_NAMES if k in accepted})
     if opts[0].kind != "explicit":
         raise InputValidationError(f"batched solves support the explicit methods; {opts[0].name!r} is not one yet")
+    if kw.get("controller") is not None:      # refused here, before it travels (NaN safety, fac_max <= 1, ...)
+        V.controller(kw["controller"], opts[0].beta)
     return dict(kw), opts
 
 

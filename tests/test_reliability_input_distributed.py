@@ -42,6 +42,8 @@ def test_complex_batch_inputs_and_cotangent_are_refused(decay):
         D.map_vjp(decay, [1.0, 0.0], [[0.5], [0.4]], TS, np.ones((2, 2)) * 1j)
     with pytest.raises(InputValidationError, match="`rtol`.*string"):
         D.map_solve(decay, [1.0, 0.0], [[0.5], [0.4]], TS, rtol="1e-6")
+    with pytest.raises(InputValidationError, match="safety"):
+        D.map_solve(decay, [1.0, 0.0], [[0.5], [0.4]], TS, controller=dict(safety=float("nan")))
 
 
 def test_observation_loss_data_and_symbols_are_checked(decay):
