@@ -100,7 +100,8 @@ class FitResult:
         ``"max_iterations"``, ``"tol"``, ``"gtol"``, ``"patience"``, ``"max_time"``, ``"callback"``,
         ``"interrupted"`` (KeyboardInterrupt), ``"optimizer"`` (the optimizer finished by itself),
         ``"nonfinite"`` (the loss became NaN/inf) or ``"integration_failed"`` (the model could not be
-        integrated at an iterate of Adam/SGD; a RuntimeWarning says where).
+        integrated at an iterate of Adam/SGD, or L-BFGS's last line search could only find points where it
+        cannot be integrated; a RuntimeWarning says where).
     message : str
     elapsed : float
         Seconds.
@@ -402,6 +403,7 @@ class Trainer:
     train : "theta", "z0" or ("theta", "z0")
         What is optimised; the rest stays fixed.
     optimizer : "adam", "sgd", "lbfgs", "gradient_flow" or a :class:`symode.optim.Optimizer`
+        (The names fit takes -- optimizer, loss, train, method, adjoint -- are case-insensitive.)
     lr : float, optional
         Learning rate of Adam/SGD (defaults 1e-2 and 1e-3).
     optimizer_options : dict, optional

@@ -547,11 +547,13 @@ def map_solve(model, z0, theta, ts, client=None, chunk_size=None, *, retries=DEF
     ts : array_like (m,)
         Output times; ``[t0, tf]`` keeps only the initial and final states (the least data to send back).
     client : distributed.Client, optional
-        Defaults to the current client (``distributed.get_client()``).
+        Defaults to the current client (``distributed.get_client()``). A scheduler address (a string) is refused
+        with an InputValidationError: connect first, ``client=distributed.Client("tcp://host:8786")``, so that
+        the connection is yours to close.
     chunk_size : int, optional
         Trajectories per task. Default: about 8 chunks per worker thread, at most 20,000.
     retries : int
-        Times a chunk that raised is run again (a chunk whose worker died is rescheduled regardless).
+        Times (>= 0) a chunk that raised is run again (a chunk whose worker died is rescheduled regardless).
     progress : bool or dict
         Show a tqdm progress bar over the chunks (a dict is passed to tqdm).
     numba_threads : "auto", int or None

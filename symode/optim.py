@@ -202,6 +202,12 @@ class LBFGS(Optimizer):
     evaluation count is in the trainer's ``nfev``). Needs a deterministic loss: use it on full
     trajectories, not on randomly drawn mini-batches.
 
+    A line-search trial point at which the model cannot be integrated (``IntegrationError``) or the loss is not
+    finite is reported to SciPy as a finite value above the current iterate's, with a gradient pointing back to
+    it, so the line search shortens the step; if SciPy stops in a line search that still met such points, the
+    run raises ``IntegrationError`` (:func:`symode.fit`: ``stop_reason="integration_failed"``) instead of
+    reporting SciPy's "convergence" at the iterate.
+
     Parameters
     ----------
     bounds : sequence of (low, high) or None
