@@ -313,12 +313,16 @@ CONTROLLER_DEFAULTS = {"safety": 0.9, "fac_min": 0.2, "fac_max": 10.0}
 CONTROLLER_BETA_MAX = 0.1
 
 
-def controller(ctrl, method_beta):
+def controller(ctrl, method_beta, what="controller"):
     """The validated step-size controller settings ``(safety, fac_min, fac_max, beta)`` from a mapping
     ``ctrl`` (None = all defaults: 0.9, 0.2, 10, ``method_beta``).
 
     Rules: every value a real finite number (no strings, bools, complex, NaN); ``0 < safety < 1``;
-    ``0 < fac_min < 1 < fac_max``; ``0 <= beta <= CONTROLLER_BETA_MAX`` (0.1); unknown keys are named."""
+    ``0 < fac_min < 1 < fac_max``; ``0 <= beta <= CONTROLLER_BETA_MAX`` (0.1); unknown keys are named.
+    ``what`` names the settings in messages (``controller['safety']``; "GradientFlow": ``GradientFlow(safety)``)."""
+    def label(k):
+        return f"{what}[{k!r}]" if what == "controller" else f"{what}({k})"
+
     vals = dict(CONTROLLER_DEFAULTS, beta=float(method_beta))
     if ctrl is not None:
         if not isinstance(ctrl, Mapping):
@@ -327,19 +331,19 @@ def controller(ctrl, method_beta):
         for k, v in ctrl.items():
             if k not in CONTROLLER_KEYS:
                 raise InputValidationError(f"unknown controller setting {k!r}; valid: {', '.join(CONTROLLER_KEYS)}")
-            x = real_number(v, f"controller[{k!r}]")
+            x = real_number(v, label(k))
             if not math.isfinite(x):
-                raise InputValidationError(f"`controller[{k!r}]` must be a finite number, got {v!r}")
+                raise InputValidationError(f"`{label(k)}` must be a finite number, got {v!r}")
             vals[k] = x
     safety, fac_min, fac_max, beta = (vals[k] for k in CONTROLLER_KEYS)
     if not 0.0 < safety < 1.0:
-        raise InputValidationError(f"`controller['safety']` must lie in (0, 1), got {safety!r}")
+        raise InputValidationError(f"`{label('safety')}` must lie in (0, 1), got {safety!r}")
     if not 0.0 < fac_min < 1.0:
-        raise InputValidationError(f"`controller['fac_min']` must lie in (0, 1), got {fac_min!r}")
+        raise InputValidationError(f"`{label('fac_min')}` must lie in (0, 1), got {fac_min!r}")
     if not fac_max > 1.0:
-        raise InputValidationError(f"`controller['fac_max']` must be greater than 1, got {fac_max!r}")
+        raise InputValidationError(f"`{label('fac_max')}` must be greater than 1, got {fac_max!r}")
     if not 0.0 <= beta <= CONTROLLER_BETA_MAX:
-        raise InputValidationError(f"`controller['beta']` must lie in [0, {CONTROLLER_BETA_MAX}], got {beta!r}")
+        raise InputValidationError(f"`{label('beta')}` must lie in [0, {CONTROLLER_BETA_MAX}], got {beta!r}")
     return safety, fac_min, fac_max, beta
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _validate as V
 from ._errors import InputValidationError, IntegrationError
 from ._numeric import tableau as _tableau
 
@@ -101,7 +102,7 @@ def _lr_at(lr, k):
 
 
 def _positive(value, name, allow_zero=False):
-    v = float(value)
+    v = V.real_number(value, name)         # strings, bools and complex numbers refused
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise InputValidationError(f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number, "
                                    f"got {value!r}")
@@ -127,7 +128,10 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.lr = _learning_rate(lr)
-        b1, b2 = (float(b) for b in betas)
+        try:
+            b1, b2 = (V.real_number(b, "betas") for b in betas)
+        except (TypeError, ValueError):
+            raise InputValidationError(f"`betas` must be a pair of numbers in [0, 1), got {betas!r}") from None
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise InputValidationError(f"`betas` must lie in [0, 1), got {betas!r}")
         self.betas = (b1, b2)
@@ -172,7 +176,7 @@ class SGD(Optimizer):
 
     def __init__(self, lr=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0):
         self.lr = _learning_rate(lr)
-        self.momentum = float(momentum)
+        self.momentum = V.real_number(momentum, "momentum")
         if not 0 <= self.momentum < 1:
             raise InputValidationError(f"`momentum` must lie in [0, 1), got {momentum!r}")
         self.nesterov = bool(nesterov)
@@ -223,10 +227,10 @@ class LBFGS(Optimizer):
 
     def __init__(self, bounds=None, maxcor=10, ftol=1e-15, gtol=1e-10, maxls=40):
         self.bounds = bounds
-        self.maxcor = int(maxcor)
+        self.maxcor = V.positive_int(maxcor, "maxcor")
         self.ftol = _positive(ftol, "ftol", allow_zero=True)
         self.gtol = _positive(gtol, "gtol", allow_zero=True)
-        self.maxls = int(maxls)
+        self.maxls = V.positive_int(maxls, "maxls")
 
     def run(self, fun, x0, monitor):
         try:
@@ -402,8 +406,9 @@ class GradientFlow(Optimizer):
         self.h0 = None if h0 is None else _positive(h0, "h0")
         self.h_max = None if h_max is None else _positive(h_max, "h_max")
         self.t_max = None if t_max is None else _positive(t_max, "t_max")
-        self.safety, self.fac_min, self.fac_max = float(safety), float(fac_min), float(fac_max)
-        self.beta = float(beta)
+        # the rules of the solvers' controller: 0 < safety < 1, 0 < fac_min < 1 < fac_max, 0 <= beta <= 0.1
+        self.safety, self.fac_min, self.fac_max, self.beta = V.controller(
+            dict(safety=safety, fac_min=fac_min, fac_max=fac_max, beta=beta), 0.0, what="GradientFlow")
         self.monotone = bool(monotone)
         # set by run(): flow times of the accepted points and counters
         self.t = 0.0

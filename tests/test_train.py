@@ -525,3 +525,19 @@ def test_fit_refuses_an_observation_loss_whose_data_symbol_is_a_state(decay):
         fit(model, data, loss=symode.ObservationLoss((x - k) ** 2, [x]), theta0=[0.2], z0=[1.5], progress=False)
     with pytest.raises(symode.ModelError, match="also a parameter"):
         fit(model, data, loss=symode.ObservationLoss((x - k) ** 2, [k]), theta0=[0.2], z0=[1.5], progress=False)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Adam(lr="1e-3"), "lr"),
+    (lambda: Adam(eps=1j), "eps"),
+    (lambda: Adam(betas=("0.9", 0.999)), "betas"),
+    (lambda: SGD(momentum="0.5"), "momentum"),
+    (lambda: LBFGS(maxcor=2 ** 63), "maxcor"),
+    (lambda: LBFGS(maxls=0), "maxls"),
+    (lambda: GradientFlow(safety=float("nan")), "safety"),
+    (lambda: GradientFlow(fac_max=0.5), "fac_max"),
+    (lambda: GradientFlow(beta="0.08"), "beta"),
+])
+def test_optimizer_settings_are_checked_like_the_solvers(make, match):
+    with pytest.raises(symode.InputValidationError, match=match):
+        make()
