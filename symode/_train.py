@@ -174,6 +174,9 @@ def _trajectories(data, k_expected, what):
                                        f"{k_expected} ({what})")
         if ts.size < 2 or not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
             raise InputValidationError(f"trajectory {j}: `ts` must be finite, strictly increasing, >= 2 points")
+        problem = V.times_problem(ts, f"data[{j}] ts")     # a span that overflows, times float64 cannot separate
+        if problem:
+            raise InputValidationError(f"trajectory {j}: {problem}")
         if np.any(np.isinf(Y)):
             row = int(np.argwhere(np.isinf(Y))[0][0])
             raise InputValidationError(f"trajectory {j}: observations contain inf (row {row}; use NaN for missing "

@@ -541,3 +541,11 @@ def test_fit_refuses_an_observation_loss_whose_data_symbol_is_a_state(decay):
 def test_optimizer_settings_are_checked_like_the_solvers(make, match):
     with pytest.raises(symode.InputValidationError, match=match):
         make()
+
+
+def test_fit_refuses_times_float64_cannot_separate(decay):
+    model, (ts, Y) = decay
+    bad = ts.copy()
+    bad[3] = bad[2] + 2e-16 * abs(bad[2])
+    with pytest.raises(symode.InputValidationError, match=r"trajectory 0: `data\[0\] ts`\[2\]"):
+        fit(model, (bad, Y), theta0=[0.2], progress=False)
