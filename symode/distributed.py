@@ -283,8 +283,6 @@ def _loss_grad_chunk(model, Z, T, ts, loss, data, kw):
         bad = status != _status.SUCCESS
         values = np.where(bad, np.nan, g.value)
         return values, g.z0, g.theta, g.t, g.solution.z, status, g.solution.stats["nfev"].copy()
-    from ._gradients import _check_cotangent
-
     sol = model.solve(Z, T, ts, throw=False, **kw)
     status = sol.statuses.copy()
     values = np.full(c, np.nan)
@@ -293,7 +291,7 @@ def _loss_grad_chunk(model, Z, T, ts, loss, data, kw):
         if status[b] != _status.SUCCESS:
             continue
         value, cb = loss(sol.t, sol.z[b])
-        C[b] = _check_cotangent(cb, m, n)
+        C[b] = V.cotangent(cb, m, n, name="dL/dz returned by the loss")
         values[b] = float(value)
     ok = np.flatnonzero(status == _status.SUCCESS)
     gz, gp, gt = np.full((c, n), np.nan), np.full((c, p), np.nan), np.full((c, m), np.nan)

@@ -68,3 +68,23 @@ def test_solver_option_names_come_from_one_tuple():
 
     params = inspect.signature(ODE.solve).parameters
     assert all(k in params for k in D.SOLVE_OPTION_NAMES)      # still ODE.solve's keywords
+
+
+def test_callable_loss_cotangent_is_checked_on_the_worker_side(decay):
+    """_loss_grad_chunk (what a worker runs for a callable loss) checks each dL/dz with _validate.cotangent."""
+    Z, T, ts = np.array([[1.0, 0.0], [0.5, 0.1]]), np.array([[0.5], [0.4]]), np.array([0.0, 0.5, 1.0])
+
+    def good(t, z):
+        return float(z[-1, 0]), np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+
+    values, gz, gp, gt, z, status, nfev = D._loss_grad_chunk(decay, Z, T, ts, good, None, {})
+    ref = decay.vjp(Z, T, ts, np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]), reduce=None)
+    np.testing.assert_allclose(gz, ref.z0, rtol=1e-12)
+    np.testing.assert_allclose(gp, ref.theta, rtol=1e-12)
+    np.testing.assert_allclose(values, ref.solution.z[:, -1, 0])
+
+    def bad(t, z):
+        return 0.0, np.ones((3, 2)) * 1j
+
+    with pytest.raises(InputValidationError, match="dL/dz returned by the loss.*real"):
+        D._loss_grad_chunk(decay, Z, T, ts, bad, None, {})
