@@ -20,10 +20,11 @@ from ._numeric.methods import METHODS as _METHODS
 METHODS = tuple(_METHODS)
 ADJOINTS = tuple(_ADJOINTS)
 
-# Training (fit, Trainer, ...), optim and nn are imported on first use: a script that only solves or takes
-# gradients starts without them (PEP 562 module __getattr__).
+# Training (fit, Trainer, ...), optim, nn, distributed and testing are imported on first use: a script that only
+# solves or takes gradients starts without them (PEP 562 module __getattr__); ``symode.testing.check_gradients``
+# works after a plain ``import symode``.
 _LAZY = {"fit": "._train", "Trainer": "._train", "TrainState": "._train", "FitResult": "._train",
-         "optim": ".optim", "nn": ".nn"}
+         "optim": ".optim", "nn": ".nn", "testing": ".testing", "distributed": ".distributed"}
 
 
 def __getattr__(name):

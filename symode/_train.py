@@ -31,6 +31,7 @@ with its exact gradient), summed over output times and averaged over the batch m
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 import warnings
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from . import _validate as V
 from . import optim as _optim
 from ._errors import InputValidationError, IntegrationError
 from ._symbolic.losses import ObservationLoss
@@ -98,7 +100,8 @@ class FitResult:
         ``"max_iterations"``, ``"tol"``, ``"gtol"``, ``"patience"``, ``"max_time"``, ``"callback"``,
         ``"interrupted"`` (KeyboardInterrupt), ``"optimizer"`` (the optimizer finished by itself),
         ``"nonfinite"`` (the loss became NaN/inf) or ``"integration_failed"`` (the model could not be
-        integrated at an iterate of Adam/SGD; a RuntimeWarning says where).
+        integrated at an iterate of Adam/SGD, or L-BFGS's last line search could only find points where it
+        cannot be integrated; a RuntimeWarning says where).
     message : str
     elapsed : float
         Seconds.
@@ -119,8 +122,9 @@ class FitResult:
     optimizer: object = None
 
     def __repr__(self):
-        return (f"FitResult(loss={self.loss:.6g}, iterations={self.iterations}, best_iteration={self.best_iteration}, "
-                f"stop_reason={self.stop_reason!r}, elapsed={self.elapsed:.3g} s)")
+        theta = np.array2string(np.asarray(self.theta), precision=6, threshold=8, edgeitems=3, separator=", ")
+        return (f"FitResult(theta={theta}, loss={self.loss:.6g}, iterations={self.iterations}, "
+                f"best_iteration={self.best_iteration}, stop_reason={self.stop_reason!r}, elapsed={self.elapsed:.3g} s)")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -134,10 +138,13 @@ class _Trajectory:
 
 
 def _is_times(obj):
+    """Whether ``obj`` looks like one vector of output times (numbers, complex included: those are then refused
+    as ``ts`` by name, rather than the pair being misread as a list of trajectories)."""
     try:
-        return np.asarray(obj, dtype=np.float64).ndim == 1
+        a = np.asarray(obj)
     except (TypeError, ValueError):
         return False
+    return a.ndim == 1 and a.dtype.kind in "fiuc"
 
 
 def _trajectories(data, k_expected, what):
@@ -155,8 +162,8 @@ def _trajectories(data, k_expected, what):
             ts, Y = item
         except (TypeError, ValueError):
             raise InputValidationError(f"`data[{j}]` must be a pair (ts, observations)") from None
-        ts = np.array(ts, dtype=np.float64).ravel()
-        Y = np.array(Y, dtype=np.float64)
+        ts = V.real_array(ts, f"data[{j}] ts").ravel()
+        Y = V.real_array(Y, f"data[{j}] observations")
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
         if Y.ndim != 2 or Y.shape[0] != ts.size:
@@ -167,8 +174,13 @@ def _trajectories(data, k_expected, what):
                                        f"{k_expected} ({what})")
         if ts.size < 2 or not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
             raise InputValidationError(f"trajectory {j}: `ts` must be finite, strictly increasing, >= 2 points")
+        problem = V.times_problem(ts, f"data[{j}] ts")     # a span that overflows, times float64 cannot separate
+        if problem:
+            raise InputValidationError(f"trajectory {j}: {problem}")
         if np.any(np.isinf(Y)):
-            raise InputValidationError(f"trajectory {j}: observations contain inf (use NaN for missing values)")
+            row = int(np.argwhere(np.isinf(Y))[0][0])
+            raise InputValidationError(f"trajectory {j}: observations contain inf (row {row}; use NaN for missing "
+                                       "values)")
         out.append(_Trajectory(ts, np.ascontiguousarray(Y), np.isfinite(Y)))
     return out
 
@@ -313,6 +325,67 @@ def _check_gradient(g):
         raise IntegrationError(f"the gradient is not finite ({msg or 'integration failed'})")
 
 
+def _check_solver_settings(model, kw):
+    """Refuse bad solver settings when the Trainer is built (not at the first solve, nor only on some paths)."""
+    from ._numeric.methods import METHODS
+
+    method = kw.get("method")
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputValidationError(f"unknown method {method!r}; valid: {', '.join(map(repr, METHODS))}")
+    r = V.tolerance(kw.get("rtol"), model.n_states, "rtol")      # (tolerances() would warn a second time about
+    a = V.tolerance(kw.get("atol"), model.n_states, "atol")      # an rtol below 100 eps: the solve does)
+    if np.any((r <= 0) & (a <= 0)):
+        raise InputValidationError("`rtol` and `atol` cannot both be zero for a state")
+    if kw.get("max_steps") is not None:
+        V.positive_int(kw["max_steps"], "max_steps")
+    for k in ("dt", "dt_max"):
+        V.positive_float(kw.get(k), k)
+    if kw.get("controller") is not None:
+        V.controller(kw["controller"], METHODS[method].beta)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_FOREIGN_REGISTRY: dict = {}
+
+
+def _in_symode(filename):
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR)
+
+
+class _WarningsToCaller:
+    """Gives the warnings raised by symode inside a fit (a StiffnessWarning of a solve, a tolerance warning, ...)
+    at the user's line that called :func:`fit` or :meth:`Trainer.run` instead of at symode's own line, so that
+    the user's warning filters and the printed location refer to their code. Each objective evaluation runs
+    with every warning recorded; the records are given again, after it, with the caller's location (the user's
+    filters, "error" included, then apply as for any warning there)."""
+
+    def __init__(self):
+        f = sys._getframe(1)
+        while f is not None and _in_symode(f.f_code.co_filename):
+            f = f.f_back
+        self.where = None if f is None else (f.f_code.co_filename, f.f_lineno, f.f_globals)
+
+    def call(self, fn, *args, **kwargs):
+        if self.where is None:
+            return fn(*args, **kwargs)
+        caught = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                return fn(*args, **kwargs)
+        finally:
+            for w in caught:
+                self._give(w)
+
+    def _give(self, w):
+        if _in_symode(w.filename):
+            filename, lineno, glb = self.where
+            warnings.warn_explicit(w.message, w.category, filename, lineno, module=glb.get("__name__"),
+                                   registry=glb.setdefault("__warningregistry__", {}), module_globals=glb)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=_FOREIGN_REGISTRY)
+
+
 # ---------------------------------------------------------------------------------------------- trainer
 
 
@@ -333,6 +406,7 @@ class Trainer:
     train : "theta", "z0" or ("theta", "z0")
         What is optimised; the rest stays fixed.
     optimizer : "adam", "sgd", "lbfgs", "gradient_flow" or a :class:`symode.optim.Optimizer`
+        (The names fit takes -- optimizer, loss, train, method, adjoint -- are case-insensitive.)
     lr : float, optional
         Learning rate of Adam/SGD (defaults 1e-2 and 1e-3).
     optimizer_options : dict, optional
@@ -368,10 +442,13 @@ class Trainer:
                  lr=None, optimizer_options=None, batch_time=None, batch_size=None, seed=0, eval_every=None,
                  method="dopri5", rtol=1e-6, atol=1e-9, adjoint="discrete", solver_options=None, threads=1):
         self.model = model
-        self.threads = None if threads is None else int(threads)
+        self.threads = None if threads is None else V.positive_int(threads, "threads")
         n, p = model.n_states, model.n_params
         # ---- loss and data
         if isinstance(loss, ObservationLoss):
+            # a data symbol that is also a state, parameter or time would silently replace it in the loss
+            V.observation_symbols(model.states, model.params, loss.data_symbols, model.t)
+            V.loss_symbols(model.states, model.params, model.t, loss.expr, loss.data_symbols)
             self.loss = loss
             k = len(loss.data_symbols)
             what = "one per data symbol of the ObservationLoss"
@@ -389,6 +466,7 @@ class Trainer:
         K = len(self.trajectories)
         # ---- what is trained
         tr = (train,) if isinstance(train, str) else tuple(train)
+        tr = tuple(t.lower() if isinstance(t, str) else t for t in tr)   # names are case-insensitive, like loss
         bad = [t for t in tr if t not in ("theta", "z0")]
         if bad or not tr:
             raise InputValidationError(f"`train` must be 'theta', 'z0' or ('theta', 'z0'); got {train!r}")
@@ -399,12 +477,12 @@ class Trainer:
             if p:
                 raise InputValidationError(f"`theta0` (the {p} starting parameter values) is required")
             theta0 = np.zeros(0)
-        self.theta0 = np.array(theta0, dtype=np.float64).ravel()
+        self.theta0 = V.real_array(theta0, "theta0").ravel()
         if self.theta0.size != p:
             raise InputValidationError(f"`theta0` has {self.theta0.size} entries; the model has {p} parameters")
         if not np.all(np.isfinite(self.theta0)):
             raise InputValidationError("`theta0` is not finite")
-        self.batch_time = None if batch_time is None else int(batch_time)
+        self.batch_time = None if batch_time is None else V.positive_int(batch_time, "batch_time")
         if self.batch_time is not None:
             if self.batch_time < 2:
                 raise InputValidationError("`batch_time` must be at least 2 points")
@@ -427,7 +505,9 @@ class Trainer:
                 else:
                     raise InputValidationError(f"trajectory {j}: the first observation is incomplete; give `z0`")
         else:
-            z0s = np.array(z0, dtype=np.float64)
+            z0s = V.real_array(z0, "z0")
+            if not np.all(np.isfinite(z0s)):
+                raise InputValidationError("`z0` is not finite")
             if z0s.ndim == 1:
                 z0s = np.broadcast_to(z0s, (K, z0s.size)).copy() if K > 1 and z0s.size == n else z0s.reshape(1, -1)
             if z0s.shape != (K, n):
@@ -435,9 +515,7 @@ class Trainer:
         self.z0s = z0s
         # ---- batches
         if batch_size is not None:
-            batch_size = int(batch_size)
-            if batch_size < 1:
-                raise InputValidationError("`batch_size` must be positive")
+            batch_size = V.positive_int(batch_size, "batch_size")
         self.batch_size = batch_size
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -474,14 +552,19 @@ class Trainer:
             raise InputValidationError(f"optimizer {self.optimizer.name!r} needs a deterministic loss; mini-batches "
                                        "(batch_time, or batch_size < number of trajectories) change it every "
                                        "iteration. Use 'adam' or 'sgd', or train on the full data.")
-        self.eval_every = None if eval_every is None else int(eval_every)
+        if isinstance(self.optimizer, _optim.LBFGS) and self.optimizer.bounds is not None:
+            _optim._check_bounds(self.optimizer.bounds, self.pack(self.theta0, self.z0s).size)
+        self.eval_every = None if eval_every is None else V.positive_int(eval_every, "eval_every")
         # ---- solver settings
         so = dict(solver_options or {})
         bad = [k for k in so if k not in _SOLVER_KEYS]
         if bad:
             raise InputValidationError(f"unknown solver option(s) {bad}; valid: {', '.join(_SOLVER_KEYS)}")
+        if isinstance(method, str):
+            method = method.lower()
+        _check_solver_settings(model, dict(so, method=method, rtol=rtol, atol=atol))
         self.solver_kw = dict(so, method=method, rtol=rtol, atol=atol)
-        self.adjoint = adjoint
+        self.adjoint = adjoint.lower() if isinstance(adjoint, str) else adjoint
         self.nfev = 0
 
     # ------------------------------------------------------------------ batches
@@ -658,13 +741,18 @@ class Trainer:
         Ctrl-C (KeyboardInterrupt, also when raised by a callback) stops the run cleanly: the result holds
         the best parameters so far and ``stop_reason == "interrupted"``.
         """
-        iterations = int(iterations)
-        if iterations < 0:
-            raise InputValidationError("`iterations` must be >= 0")
+        iterations = V.nonnegative_int(iterations, "iterations")
+        patience = None if patience is None else V.positive_int(patience, "patience")
+        min_delta = V.nonnegative_float(min_delta, "min_delta", allow_none=False)
+        tol = V.nonnegative_float(tol, "tol")
+        gtol = V.nonnegative_float(gtol, "gtol")
+        max_time = V.positive_float(max_time, "max_time")
+        print_every = None if print_every is None else V.positive_int(print_every, "print_every")
         callbacks = [] if callback is None else (list(callback) if isinstance(callback, (list, tuple)) else [callback])
-        mon = _Monitor(self, iterations, callbacks, patience, float(min_delta), tol, gtol, max_time, progress,
+        mon = _Monitor(self, iterations, callbacks, patience, min_delta, tol, gtol, max_time, progress,
                        print_every, desc)
         x0 = self.pack(self.theta0, self.z0s)
+        rerouted = mon.warnings
         self.nfev = 0
         self.rng = np.random.default_rng(self.seed)       # every run draws the same batches: reproducible
         message = ""
@@ -675,7 +763,7 @@ class Trainer:
             old_threads = numba.get_num_threads()
             numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))
         try:
-            message = self.optimizer.run(self.value_and_grad, x0, mon) or ""
+            message = self.optimizer.run(lambda x: rerouted.call(self.value_and_grad, x), x0, mon) or ""
             if mon.stop_reason is None:
                 mon.stop_reason = "optimizer"
         except KeyboardInterrupt:
@@ -707,6 +795,9 @@ class Trainer:
                     mon._improved(value, mon.last_x, mon.iteration)
             except KeyboardInterrupt:
                 pass
+        if message in ("", "stopped by the monitor"):
+            message = _stop_message(mon.stop_reason, iterations=iterations, tol=tol, gtol=gtol, patience=patience,
+                                    max_time=max_time)
         theta_b, z0_b = self.unpack(mon.best_x)
         theta_l, z0_l = self.unpack(mon.last_x)
         hist = {"loss": np.array(mon.losses), "time": np.array(mon.times), "grad_norm": np.array(mon.gnorms),
@@ -719,6 +810,25 @@ class Trainer:
                          nfev=self.nfev, best_iteration=mon.best_iteration, stop_reason=mon.stop_reason,
                          message=message or mon.stop_reason, elapsed=time.perf_counter() - mon.t0,
                          optimizer=self.optimizer)
+
+
+_STOP_MESSAGES = {
+    "max_iterations": "stopped at the iteration limit ({iterations} iterations)",
+    "tol": "the monitored loss fell to tol = {tol:g}",
+    "gtol": "the gradient's max-norm fell to gtol = {gtol:g}",
+    "patience": "no improvement for {patience} monitored values (patience)",
+    "max_time": "stopped after max_time = {max_time:g} s",
+    "callback": "a callback asked to stop",
+    "nonfinite": "the loss became NaN or infinite",
+    "optimizer": "the optimizer finished",
+}
+
+
+def _stop_message(reason, **values):
+    try:
+        return _STOP_MESSAGES[reason].format(**values)
+    except (KeyError, TypeError, ValueError):
+        return str(reason)
 
 
 class _Monitor:
@@ -756,6 +866,7 @@ class _Monitor:
             else:
                 self.print_every = print_every or max(1, iterations // 20)
         self.desc = desc or "fit"
+        self.warnings = _WarningsToCaller()     # symode's warnings given at the caller's line
         self.t0 = time.perf_counter()
 
     def close(self):
@@ -768,7 +879,7 @@ class _Monitor:
 
     def record_eval(self, x, it):
         theta, z0s = self.tr.unpack(x)
-        value = self.tr.evaluate(theta, z0s)
+        value = self.warnings.call(self.tr.evaluate, theta, z0s)
         self.eval_it.append(it)
         self.eval_loss.append(value)
         return value

@@ -66,7 +66,7 @@ import sympy as sp
 from . import _status
 from . import _validate as V
 from ._errors import InputValidationError, IntegrationError, ModelError
-from ._engine.config import SOLVER_KEYS
+from ._engine.config import DEFAULTS, SOLVER_KEYS
 from ._solution import Gradient, Solution
 from ._symbolic.losses import running_cost_system
 
@@ -285,8 +285,6 @@ def _loss_grad_chunk(model, Z, T, ts, loss, data, kw):
         bad = status != _status.SUCCESS
         values = np.where(bad, np.nan, g.value)
         return values, g.z0, g.theta, g.t, g.solution.z, status, g.solution.stats["nfev"].copy()
-    from ._engine.gradients import check_cotangent as _check_cotangent
-
     sol = model.solve(Z, T, ts, throw=False, **kw)
     status = sol.statuses.copy()
     values = np.full(c, np.nan)
@@ -295,7 +293,7 @@ def _loss_grad_chunk(model, Z, T, ts, loss, data, kw):
         if status[b] != _status.SUCCESS:
             continue
         value, cb = loss(sol.t, sol.z[b])
-        C[b] = _check_cotangent(cb, m, n)
+        C[b] = V.cotangent(cb, m, n, name="dL/dz returned by the loss")
         values[b] = float(value)
     ok = np.flatnonzero(status == _status.SUCCESS)
     gz, gp, gt = np.full((c, n), np.nan), np.full((c, p), np.nan), np.full((c, m), np.nan)
@@ -326,7 +324,16 @@ def _combine(a, b):
 
 
 def _get_client(client):
+    """The Dask client to use: ``client`` itself, or the current one when None. A scheduler address (a string)
+    is refused with a clear message rather than connected to: a Client made here would hold a connection that
+    nobody closes; make one yourself (``distributed.Client("tcp://host:8786")``) and pass it, or make it current."""
+    if isinstance(client, (str, bytes)):
+        raise InputValidationError(f"`client` must be a distributed.Client, got the string {client!r}; to use a "
+                                   f"scheduler at an address, connect first: client=distributed.Client({client!r})")
     if client is not None:
+        if not callable(getattr(client, "submit", None)):
+            raise InputValidationError(f"`client` must be a distributed.Client (or None for the current client), "
+                                       f"got {type(client).__name__}")
         return client
     try:
         from distributed import get_client
@@ -371,34 +378,29 @@ def _auto_threads(client, workers):
     return max(1, min(c // max(t, 1) for c, t in hosts.values()))
 
 
-def _solve_option_names():
-    """The solver options of ``ODE.solve`` (method, rtol, atol, dt, max_steps, dt_max, controller, ...)."""
-    from .ode import ODE
+#: The solver keywords the chunked solve and gradients forward to ``ODE.solve`` / the batched ``vjp`` (the batched
+#: gradient accepts all of them, plus ``adjoint``): the engine's one list, with its defaults (DEFAULTS).
+SOLVE_OPTION_NAMES = SOLVER_KEYS
+GRAD_OPTION_NAMES = SOLVE_OPTION_NAMES + ("adjoint",)
 
-    skip = {"self", "z0", "theta", "ts", "throw", "client"}
-    return tuple(k for k, v in inspect.signature(ODE.solve).parameters.items()
-                 if k not in skip and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL))
+
+def _solve_option_names():
+    """The solver options of ``ODE.solve`` that travel to the workers (``SOLVE_OPTION_NAMES``)."""
+    return SOLVE_OPTION_NAMES
 
 
 def _grad_option_names():
-    """The solver options that the batched gradient accepts, and ``adjoint``."""
-    from ._engine.gradients import vjp
-
-    accepted = inspect.signature(vjp).parameters
-    return tuple(k for k in _solve_option_names() if k in accepted) + ("adjoint",)
+    """The solver options that the batched gradient accepts, and ``adjoint`` (``GRAD_OPTION_NAMES``)."""
+    return GRAD_OPTION_NAMES
 
 
 def _solver_options(model, kw, allowed, what):
     """Validate solver keywords here (before anything is sent); returns (kw to send, options tuple)."""
-    from .ode import ODE
-
     bad = sorted(set(kw) - set(allowed))
     if bad:
         raise InputValidationError(f"unknown keyword argument(s) {', '.join(map(repr, bad))} for {what}; valid: "
                                    f"{', '.join(allowed)}")
-    defaults = {k: v.default for k, v in inspect.signature(ODE.solve).parameters.items()
-                if v.default is not inspect.Parameter.empty}
-    cfg = model._rt.config(**{k: kw.get(k, defaults.get(k)) for k in SOLVER_KEYS})
+    cfg = model._rt.config(**{k: kw.get(k, getattr(DEFAULTS, k)) for k in SOLVE_OPTION_NAMES})
     if not cfg.explicit:
         raise InputValidationError(f"batched solves support the explicit methods; {cfg.method.name!r} is not one "
                                    "yet")
@@ -458,9 +460,7 @@ def _bar(progress, total, desc):
 
 
 def _inputs(model, z0, theta, ts):
-    from ._engine.batch import broadcast
-
-    Z, T = broadcast(model._rt, z0, theta)
+    Z, T = V.batch_pair(z0, theta, model.n_states, model.n_params)
     return Z, T, V.times(ts)
 
 
@@ -477,6 +477,7 @@ class ChunkResult:
 
 
 def _run_solve(model, z0, theta, ts, client, chunk_size, retries, progress, numba_threads, solver_kwargs):
+    retries = V.nonnegative_int(retries, "retries")
     kw, opts = _solver_options(model, solver_kwargs, _solve_option_names(), "map_solve")
     Z, T, ts = _inputs(model, z0, theta, ts)
     plan = _plan(client, Z.shape[0], chunk_size, numba_threads, "solve")
@@ -533,11 +534,13 @@ def map_solve(model, z0, theta, ts, client=None, chunk_size=None, *, retries=DEF
     ts : array_like (m,)
         Output times; ``[t0, tf]`` keeps only the initial and final states (the least data to send back).
     client : distributed.Client, optional
-        Defaults to the current client (``distributed.get_client()``).
+        Defaults to the current client (``distributed.get_client()``). A scheduler address (a string) is refused
+        with an InputValidationError: connect first, ``client=distributed.Client("tcp://host:8786")``, so that
+        the connection is yours to close.
     chunk_size : int, optional
         Trajectories per task. Default: about 8 chunks per worker thread, at most 20,000.
     retries : int
-        Times a chunk that raised is run again (a chunk whose worker died is rescheduled regardless).
+        Times (>= 0) a chunk that raised is run again (a chunk whose worker died is rescheduled regardless).
     progress : bool or dict
         Show a tqdm progress bar over the chunks (a dict is passed to tqdm).
     numba_threads : "auto", int or None
@@ -586,6 +589,7 @@ def _run_grad(model, Z, T, ts, cot, loss, data, client, chunk_size, reduce, skip
               numba_threads, throw, kw, what, nq=None):
     if reduce not in (None, "sum"):
         raise InputValidationError(f"`reduce` must be None (per-sample) or 'sum', got {reduce!r}")
+    retries = V.nonnegative_int(retries, "retries")
     kw = dict(kw)
     adjoint = kw.pop("adjoint", "discrete")
     if adjoint != "discrete":
@@ -668,15 +672,7 @@ def _run_grad(model, Z, T, ts, cot, loss, data, client, chunk_size, reduce, skip
 
 
 def _cotangent(cotangent, B, m, n):
-    C = np.array(cotangent, dtype=np.float64)
-    if C.shape == (m, n):
-        pass
-    elif C.shape != (B, m, n):
-        raise InputValidationError(f"`cotangent` has shape {np.shape(cotangent)}; expected ({m}, {n}) or "
-                                   f"({B}, {m}, {n})")
-    if not np.all(np.isfinite(C)):
-        raise InputValidationError("`cotangent` contains NaN or inf")
-    return np.ascontiguousarray(C)
+    return V.cotangent(cotangent, m, n, batch=B)
 
 
 def map_vjp(model, z0, theta, ts, cotangent, client=None, reduce="sum", chunk_size=None, *,
@@ -778,27 +774,22 @@ def map_value_and_grad(model, loss, z0, theta, ts, data=None, client=None, reduc
     if isinstance(loss, ObservationLoss):
         if data is None:
             raise InputValidationError("an ObservationLoss needs `data` (one row per output time)")
-        D = np.array(data, dtype=np.float64)
-        k = len(loss.data_symbols)
-        if D.ndim == 1 and k == 1:
-            D = D.reshape(-1, 1)
-        if D.shape not in ((m, k), (B, m, k)):
-            raise InputValidationError(f"`data` has shape {np.shape(data)}; expected ({m}, {k}) or ({B}, {m}, {k})")
+        D = V.loss_data(data, m, len(loss.data_symbols), batch=B)
     elif not isinstance(loss, (sp.Basic, FinalLoss)) and not callable(loss):
         raise InputValidationError(f"unsupported loss {type(loss).__name__}; use a SymPy expression, FinalLoss, "
                                    "ObservationLoss, RunningCost or a callable")
     if isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)):
         expr = loss.expr if isinstance(loss, (FinalLoss, ObservationLoss)) else loss
         _check_loss_symbols(model, expr, getattr(loss, "data_symbols", ()))
+        if isinstance(loss, ObservationLoss):
+            sym = model._sym
+            V.observation_symbols(sym.states, sym.params, loss.data_symbols, sym.t)
     return _run_grad(model, Z, T, ts, None, ("loss", loss), D, client, chunk_size, reduce, skip_failed, retries,
                      progress, numba_threads, throw, kw, "value_and_grad")
 
 
 def _check_loss_symbols(model, expr, data_symbols):
-    """Raise here (not on a worker) if the loss uses symbols that are not the model's or declared data."""
+    """Raise here (not on a worker) if the loss uses symbols that are not the model's or declared data
+    (``_validate.loss_symbols``, the check the compiled loss makes too)."""
     sym = model._sym
-    allowed = set(sym.states) | set(sym.params) | set(data_symbols) | ({sym.t} if sym.t is not None else set())
-    bad = sp.sympify(expr).free_symbols - allowed
-    if bad:
-        raise ModelError(f"the loss uses undeclared symbol(s) {', '.join(sorted(map(str, bad)))}; it may use "
-                         "the model's states, parameters, time and the declared data symbols")
+    V.loss_symbols(sym.states, sym.params, sym.t, expr, data_symbols)

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _validate as V
 from ._errors import InputValidationError, IntegrationError
+from ._numeric import tableau as _tableau
 
 __all__ = ["Optimizer", "Adam", "SGD", "LBFGS", "GradientFlow", "OptimizeResult", "get", "OPTIMIZERS"]
 
@@ -100,7 +102,7 @@ def _lr_at(lr, k):
 
 
 def _positive(value, name, allow_zero=False):
-    v = float(value)
+    v = V.real_number(value, name)         # strings, bools and complex numbers refused
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise InputValidationError(f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number, "
                                    f"got {value!r}")
@@ -126,7 +128,10 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.lr = _learning_rate(lr)
-        b1, b2 = (float(b) for b in betas)
+        try:
+            b1, b2 = (V.real_number(b, "betas") for b in betas)
+        except (TypeError, ValueError):
+            raise InputValidationError(f"`betas` must be a pair of numbers in [0, 1), got {betas!r}") from None
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise InputValidationError(f"`betas` must lie in [0, 1), got {betas!r}")
         self.betas = (b1, b2)
@@ -171,7 +176,7 @@ class SGD(Optimizer):
 
     def __init__(self, lr=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0):
         self.lr = _learning_rate(lr)
-        self.momentum = float(momentum)
+        self.momentum = V.real_number(momentum, "momentum")
         if not 0 <= self.momentum < 1:
             raise InputValidationError(f"`momentum` must lie in [0, 1), got {momentum!r}")
         self.nesterov = bool(nesterov)
@@ -201,6 +206,12 @@ class LBFGS(Optimizer):
     evaluation count is in the trainer's ``nfev``). Needs a deterministic loss: use it on full
     trajectories, not on randomly drawn mini-batches.
 
+    A line-search trial point at which the model cannot be integrated (``IntegrationError``) or the loss is not
+    finite is reported to SciPy as a finite value above the current iterate's, with a gradient pointing back to
+    it, so the line search shortens the step; if SciPy stops in a line search that still met such points, the
+    run raises ``IntegrationError`` (:func:`symode.fit`: ``stop_reason="integration_failed"``) instead of
+    reporting SciPy's "convergence" at the iterate.
+
     Parameters
     ----------
     bounds : sequence of (low, high) or None
@@ -216,81 +227,118 @@ class LBFGS(Optimizer):
 
     def __init__(self, bounds=None, maxcor=10, ftol=1e-15, gtol=1e-10, maxls=40):
         self.bounds = bounds
-        self.maxcor = int(maxcor)
+        self.maxcor = V.positive_int(maxcor, "maxcor")
         self.ftol = _positive(ftol, "ftol", allow_zero=True)
         self.gtol = _positive(gtol, "gtol", allow_zero=True)
-        self.maxls = int(maxls)
+        self.maxls = V.positive_int(maxls, "maxls")
 
     def run(self, fun, x0, monitor):
         try:
             from scipy.optimize import minimize
         except ImportError:  # pragma: no cover - scipy is a declared extra
             raise InputValidationError("optimizer 'lbfgs' needs SciPy: pip install 'symode[train]'") from None
+        x0 = np.array(x0, dtype=np.float64)
+        bounds = _check_bounds(self.bounds, x0.size)
         cache = {}
+        # the current iterate (SciPy's line searches start there) and whether a trial point of the current
+        # line search could not be integrated
+        base = {"x": x0, "value": math.nan, "failed": 0, "last_error": None}
 
         def f(x):
             if "x" in cache and np.array_equal(cache["x"], x):        # e.g. SciPy's first call, at x0
-                value, g = cache["value"], cache["grad"]
-                return (float(value), g) if math.isfinite(value) else (math.inf, np.zeros_like(x))
+                return cache["out"]
             try:
                 value, g = fun(x)
-            except IntegrationError:
-                # a line-search trial point whose model cannot be integrated: infinitely bad, which makes
-                # the line search backtrack
-                value, g = math.inf, np.zeros_like(x)
-            cache["x"], cache["value"], cache["grad"] = np.array(x), float(value), np.array(g, dtype=float)
-            if not math.isfinite(value):
-                return math.inf, np.zeros_like(x)
-            return float(value), np.asarray(g, dtype=float)
+                value = float(value)
+                g = np.asarray(g, dtype=float)
+                ok = math.isfinite(value) and bool(np.all(np.isfinite(g)))
+            except IntegrationError as e:
+                value, g, ok = math.nan, np.zeros_like(x), False
+                base["last_error"] = e
+            cache["x"], cache["value"], cache["grad"] = np.array(x), value, g
+            cache["out"] = (value, g) if ok else _backoff(x, base)
+            return cache["out"]
 
         def evaluated(x):
             f(x)
             return cache["value"], cache["grad"]
 
-        x0 = np.array(x0, dtype=np.float64)
         # the starting point is iteration 0, as for the other optimizers
         v0, g0 = evaluated(x0)
+        if base["last_error"] is not None:        # the model cannot be integrated at the starting point
+            raise base["last_error"]
+        base["value"] = v0
         if monitor(x0, v0, g0):
             return "stopped by the monitor"
 
         def cb(xk, *args):
             value, g = evaluated(np.asarray(xk))
+            base["x"], base["value"], base["failed"] = np.array(xk, dtype=float), value, 0
             if monitor(np.asarray(xk), value, g):
                 raise StopOptimization
 
         try:
-            res = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=self.bounds, callback=cb,
+            res = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb,
                            options=dict(maxiter=10 ** 9, maxfun=10 ** 9, maxcor=self.maxcor, ftol=self.ftol,
                                         gtol=self.gtol, maxls=self.maxls))
         except StopOptimization:
             return "stopped by the monitor"
+        msg = str(getattr(res, "message", ""))
+        if base["failed"]:
+            # SciPy stopped in a line search that met points the model could not be integrated at: whatever it
+            # says ("convergence" included), the iterate is not a minimiser. Report the failure.
+            raise IntegrationError(f"L-BFGS-B stopped ({msg}) after {base['failed']} trial point(s) of its last "
+                                   f"line search could not be integrated ({base['last_error']})",
+                                   status=getattr(base["last_error"], "status", None))
         # SciPy converged (or its line search gave up) before the monitor stopped; its last iterate was
         # reported by the callback.
-        return f"L-BFGS-B: {getattr(res, 'message', '')}"
+        return f"L-BFGS-B: {msg}"
 
 
-# Embedded explicit Runge-Kutta pairs for the gradient flow: (a, b, b_hat, c, order of the lower solution)
-_BS3 = (
-    np.array([[0, 0, 0, 0], [1 / 2, 0, 0, 0], [0, 3 / 4, 0, 0], [2 / 9, 1 / 3, 4 / 9, 0]], dtype=float),
-    np.array([2 / 9, 1 / 3, 4 / 9, 0]),
-    np.array([7 / 24, 1 / 4, 1 / 3, 1 / 8]),
-    np.array([0, 1 / 2, 3 / 4, 1]),
-    2,
-)
-_DP5 = (
-    np.array([[0, 0, 0, 0, 0, 0, 0],
-              [1 / 5, 0, 0, 0, 0, 0, 0],
-              [3 / 40, 9 / 40, 0, 0, 0, 0, 0],
-              [44 / 45, -56 / 15, 32 / 9, 0, 0, 0, 0],
-              [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0, 0, 0],
-              [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0, 0],
-              [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]], dtype=float),
-    np.array([35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]),
-    np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40]),
-    np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1]),
-    4,
-)
-_PAIRS = {"bosh3": _BS3, "dopri5": _DP5}
+def _check_bounds(bounds, size):
+    """``bounds`` for SciPy: None, or one (low, high) pair per component of the optimised vector."""
+    if bounds is None:
+        return None
+    try:
+        pairs = [tuple(b) for b in bounds]
+    except TypeError:
+        raise InputValidationError("`bounds` must be a sequence of (low, high) pairs (None = unbounded)") from None
+    if len(pairs) != size:
+        raise InputValidationError(f"`bounds` has {len(pairs)} (low, high) pairs; the optimised vector has {size} "
+                                   "components (with symode.fit: theta's p values, then with train=('theta', 'z0') "
+                                   "the K x n initial states, flattened row by row)")
+    for i, pr in enumerate(pairs):
+        if len(pr) != 2:
+            raise InputValidationError(f"`bounds[{i}]` must be a pair (low, high), got {pr!r}")
+        lo, hi = (None if v is None else float(v) for v in pr)
+        if lo is not None and hi is not None and lo > hi:
+            raise InputValidationError(f"`bounds[{i}]` = {pr!r}: low > high")
+    return pairs
+
+
+def _backoff(x, base):
+    """What L-BFGS-B's line search is told at a trial point whose loss could not be computed (the model could
+    not be integrated there, or the loss is not finite): a finite value above the current iterate's, with the
+    gradient of the quadratic bowl through the iterate and that value, pointing back to the iterate. The
+    Moré-Thuente line search then sees a bracketed minimum and shrinks the step; (inf, 0) instead made it
+    stop and report convergence at the iterate."""
+    base["failed"] += 1
+    v = base["value"]
+    v = 0.0 if not math.isfinite(v) else v
+    rise = max(1.0, abs(v))
+    d = np.asarray(x, dtype=float) - base["x"]
+    dd = float(d @ d)
+    g = (2.0 * rise / dd) * d if dd > 0 else np.zeros_like(d)
+    return v + rise, g
+
+
+# Embedded explicit Runge-Kutta pairs for the gradient flow, from the solvers' tableaus (one source of the
+# coefficients): (a, b, b_error = b - b_hat, c, order of the lower solution)
+def _pair(t):
+    return t.a, t.b, t.b_error, t.c, t.error_order
+
+
+_PAIRS = {"bosh3": _pair(_tableau.BOSH3), "dopri5": _pair(_tableau.DOPRI5)}
 
 
 class GradientFlow(Optimizer):
@@ -358,8 +406,9 @@ class GradientFlow(Optimizer):
         self.h0 = None if h0 is None else _positive(h0, "h0")
         self.h_max = None if h_max is None else _positive(h_max, "h_max")
         self.t_max = None if t_max is None else _positive(t_max, "t_max")
-        self.safety, self.fac_min, self.fac_max = float(safety), float(fac_min), float(fac_max)
-        self.beta = float(beta)
+        # the rules of the solvers' controller: 0 < safety < 1, 0 < fac_min < 1 < fac_max, 0 <= beta <= 0.1
+        self.safety, self.fac_min, self.fac_max, self.beta = V.controller(
+            dict(safety=safety, fac_min=fac_min, fac_max=fac_max, beta=beta), 0.0, what="GradientFlow")
         self.monotone = bool(monotone)
         # set by run(): flow times of the accepted points and counters
         self.t = 0.0
@@ -375,7 +424,7 @@ class GradientFlow(Optimizer):
         return 0.01 * d0 / d1
 
     def run(self, fun, x0, monitor):
-        a, b, bh, c, q = _PAIRS[self.method]
+        a, b, b_err, c, q = _PAIRS[self.method]
         s = b.size
         x = np.array(x0, dtype=np.float64)
         value, g = fun(x)
@@ -420,7 +469,7 @@ class GradientFlow(Optimizer):
             # FSAL: the last stage point equals the high-order solution
             x_new = xi
             new_value, new_g = vi, gi
-            err_vec = h * ((b - bh) @ K)
+            err_vec = h * (b_err @ K)
             scale = self.atol + self.rtol * np.maximum(np.abs(x), np.abs(x_new))
             err = float(np.sqrt(np.mean((err_vec / scale) ** 2))) if x.size else 0.0
             uphill = self.monotone and not (new_value <= value)

@@ -365,3 +365,187 @@ def test_bad_input(lv, lv_data):
         Trainer(lv, (ts[::-1], Y), theta0=LV_THETA0)
     with pytest.raises(bad, match="solver option"):
         Trainer(lv, (ts, Y), theta0=LV_THETA0, solver_options=dict(tolerance=1))
+
+
+# ---------------------------------------------------------------------------------------------- issue 20 / 18
+
+
+@pytest.fixture(scope="module")
+def sir():
+    S, I = sp.symbols("S I")
+    b, g = sp.symbols("b g")
+    m = symode.ODE([-b * S * I, b * S * I - g * I], states=[S, I], params=[b, g])
+    ts = np.linspace(0.0, 10.0, 21)
+    return m, (ts, m.solve([0.99, 0.01], [1.5, 0.3], ts).z)
+
+
+def test_lbfgs_backs_off_from_a_trial_point_that_cannot_be_integrated(sir):
+    """L-BFGS-B's first trial point (a unit step from theta0) hits MAX_STEPS (max_steps=80): the line search
+    must back off and go on to the minimiser, not report convergence at theta0 (it did: (inf, 0) made SciPy
+    stop with "RELATIVE REDUCTION OF F")."""
+    model, data = sir
+    with pytest.raises(symode.IntegrationError):      # the premise: a unit step fails
+        model.solve([0.99, 0.01], [1.4 + 0.7, 0.35 - 0.7], data[0], max_steps=80)
+    res = fit(model, data, theta0=[1.4, 0.35], optimizer="lbfgs", iterations=50, progress=False,
+              solver_options=dict(max_steps=80))
+    assert res.stop_reason in ("optimizer", "max_iterations")
+    assert res.iterations > 1 and not np.array_equal(res.theta, [1.4, 0.35])
+    np.testing.assert_allclose(res.theta, [1.5, 0.3], rtol=1e-4)
+
+
+def test_lbfgs_never_claims_convergence_when_every_trial_point_fails():
+    """A loss defined only at x0: the line search cannot recover, and L-BFGS reports an integration failure
+    (fit: stop_reason "integration_failed"), never SciPy's "convergence" at x0."""
+    x0 = np.array([1.0, 2.0])
+
+    def fun(x):
+        if not np.array_equal(x, x0):
+            raise symode.IntegrationError("cannot integrate here", status=1)
+        return float(x @ x), 2 * x
+
+    with pytest.raises(symode.IntegrationError, match="could not be integrated"):
+        LBFGS().minimize(fun, x0, max_iter=20)
+
+
+def test_lbfgs_bounds_of_the_wrong_length_are_named(lv, lv_data):
+    """train=("theta", "z0") optimises p + n values: 4 bounds are refused with the layout, not SciPy's ValueError."""
+    with pytest.raises(symode.InputValidationError, match="6 components"):
+        Trainer(lv, lv_data, theta0=LV_THETA0, z0=P1_Z0, train=("theta", "z0"),
+                optimizer=LBFGS(bounds=[(0.1, 5.0)] * 4))
+    with pytest.raises(symode.InputValidationError, match="low > high"):
+        LBFGS(bounds=[(1.0, 0.0)]).minimize(lambda v: (float(v @ v), 2 * v), np.ones(1))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(max_time=-1), "max_time"),
+    (dict(max_time=float("nan")), "max_time"),
+    (dict(threads=0), "threads"),
+    (dict(threads=True), "threads"),
+    (dict(rtol="1e-6"), "rtol"),
+    (dict(rtol=1e-6 + 0j), "rtol"),
+    (dict(z0=["1.0", "1.0"]), "z0"),
+    (dict(z0=[1.0 + 1j, 1.0]), "z0"),
+    (dict(theta0=[1.2 + 0j, 0.8, 2.5, 0.8]), "theta0"),
+    (dict(iterations=-1), "iterations"),
+    (dict(iterations=2.5), "iterations"),
+    (dict(patience=0), "patience"),
+    (dict(tol=-1.0), "tol"),
+    (dict(gtol="0"), "gtol"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(eval_every=0), "eval_every"),
+    (dict(solver_options=dict(max_steps=2 ** 63)), "max_steps"),
+    (dict(solver_options=dict(controller=dict(safety=float("nan")))), "safety"),
+    (dict(method="nope"), "method"),
+])
+def test_fit_refuses_wrong_arguments_before_solving(lv, lv_data, kw, match):
+    args = dict(theta0=LV_THETA0, iterations=3, progress=False)
+    args.update(kw)
+    with pytest.raises(symode.InputValidationError, match=match):
+        fit(lv, lv_data, **args)
+
+
+def test_fit_refuses_complex_and_string_data(lv, lv_data):
+    ts, Y = lv_data
+    with pytest.raises(symode.InputValidationError, match="real"):
+        fit(lv, (ts, Y + 0j), theta0=LV_THETA0, iterations=1, progress=False)
+    with pytest.raises(symode.InputValidationError, match="real"):
+        fit(lv, (ts + 0j, Y), theta0=LV_THETA0, iterations=1, progress=False)
+    bad = Y.copy()
+    bad[7, 1] = np.inf
+    with pytest.raises(symode.InputValidationError, match="row 7"):
+        fit(lv, (ts, bad), theta0=LV_THETA0, iterations=1, progress=False)
+
+
+def test_stop_message_names_the_reason_and_repr_shows_theta(decay):
+    model, data = decay
+    res = fit(model, data, theta0=[0.2], optimizer="adam", iterations=3, progress=False)
+    assert res.stop_reason == "max_iterations"
+    assert "monitor" not in res.message and "iteration limit" in res.message
+    assert "theta=[" in repr(res) and "loss=" in repr(res)
+
+
+def test_names_are_case_insensitive_throughout_fit(decay):
+    """optimizer, loss, train and method are all accepted in any case (one rule for every name fit takes)."""
+    model, data = decay
+    ref = fit(model, data, theta0=[0.2], optimizer="adam", loss="mse", train="theta", method="dopri5",
+              iterations=3, progress=False)
+    res = fit(model, data, theta0=[0.2], optimizer="Adam", loss="MSE", train="Theta", method="DOPRI5",
+              iterations=3, progress=False)
+    assert np.array_equal(res.theta, ref.theta)
+
+
+def test_stiffness_warning_inside_fit_points_at_the_callers_line():
+    """A StiffnessWarning given by a solve inside fit is attributed to the line that called fit (this file),
+    not to symode's own code."""
+    z, t, k = sp.symbols("z t k")
+    m = symode.ODE([-k * (z - sp.cos(t))], states=[z], params=[k], t=t)
+    ts = np.linspace(0.0, 2.0, 11)
+    with pytest.warns(symode.StiffnessWarning):
+        Y = m.solve([0.0], [1e4], ts).z
+    with pytest.warns(symode.StiffnessWarning) as rec:
+        fit(m, (ts, Y), theta0=[9000.0], z0=[0.0], iterations=1, progress=False, eval_every=1)
+    stiff = [w for w in rec if issubclass(w.category, symode.StiffnessWarning)]
+    assert stiff and all(w.filename == __file__ for w in stiff)
+
+
+def test_gradient_flow_uses_the_solver_tableaus_with_unchanged_results(decay):
+    """GradientFlow's pairs come from symode._numeric.tableau (no retyped coefficients); the textbook
+    coefficients it used to carry give the same flow: the same accepted and rejected steps and evaluations, and
+    flow times and theta equal to rounding (not bit for bit: the error weights b - b_hat are now the tableau's
+    exact literals b_error instead of the difference of two rounded vectors, which differs by up to 3e-17 and
+    moves the step sizes by ~4e-12 relative)."""
+    from symode import optim
+    from symode._numeric import tableau as tb
+
+    assert optim._PAIRS["bosh3"][0] is tb.BOSH3.a and optim._PAIRS["dopri5"][2] is tb.DOPRI5.b_error
+    old_bs3 = (np.array([[0, 0, 0, 0], [1 / 2, 0, 0, 0], [0, 3 / 4, 0, 0], [2 / 9, 1 / 3, 4 / 9, 0]]),
+               np.array([2 / 9, 1 / 3, 4 / 9, 0]), np.array([7 / 24, 1 / 4, 1 / 3, 1 / 8]), np.array([0, 1 / 2, 3 / 4, 1]))
+    a, b, be, c, q = optim._PAIRS["bosh3"]
+    assert np.array_equal(a, old_bs3[0]) and np.array_equal(b, old_bs3[1]) and np.array_equal(c, old_bs3[3])
+    np.testing.assert_allclose(be, old_bs3[1] - old_bs3[2], rtol=0, atol=1e-16)
+    model, data = decay
+    new = fit(model, data, theta0=[0.2], optimizer="gradient_flow", iterations=15, progress=False)
+    saved = optim._PAIRS["bosh3"]
+    optim._PAIRS["bosh3"] = (old_bs3[0], old_bs3[1], old_bs3[1] - old_bs3[2], old_bs3[3], 2)
+    try:
+        old = fit(model, data, theta0=[0.2], optimizer="gradient_flow", iterations=15, progress=False)
+    finally:
+        optim._PAIRS["bosh3"] = saved
+    assert new.iterations == old.iterations and new.nfev == old.nfev
+    np.testing.assert_allclose(new.history["flow_time"], old.history["flow_time"], rtol=1e-10)
+    np.testing.assert_allclose(new.history["loss"], old.history["loss"], rtol=1e-10)
+    np.testing.assert_allclose(new.theta, old.theta, rtol=1e-10)
+
+
+def test_fit_refuses_an_observation_loss_whose_data_symbol_is_a_state(decay):
+    """The data would silently replace the state in the loss (issue 20, 13): refused when the fit is set up."""
+    model, data = decay
+    k = sp.Symbol("k")
+    with pytest.raises(symode.ModelError, match="also a state"):
+        fit(model, data, loss=symode.ObservationLoss((x - k) ** 2, [x]), theta0=[0.2], z0=[1.5], progress=False)
+    with pytest.raises(symode.ModelError, match="also a parameter"):
+        fit(model, data, loss=symode.ObservationLoss((x - k) ** 2, [k]), theta0=[0.2], z0=[1.5], progress=False)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Adam(lr="1e-3"), "lr"),
+    (lambda: Adam(eps=1j), "eps"),
+    (lambda: Adam(betas=("0.9", 0.999)), "betas"),
+    (lambda: SGD(momentum="0.5"), "momentum"),
+    (lambda: LBFGS(maxcor=2 ** 63), "maxcor"),
+    (lambda: LBFGS(maxls=0), "maxls"),
+    (lambda: GradientFlow(safety=float("nan")), "safety"),
+    (lambda: GradientFlow(fac_max=0.5), "fac_max"),
+    (lambda: GradientFlow(beta="0.08"), "beta"),
+])
+def test_optimizer_settings_are_checked_like_the_solvers(make, match):
+    with pytest.raises(symode.InputValidationError, match=match):
+        make()
+
+
+def test_fit_refuses_times_float64_cannot_separate(decay):
+    model, (ts, Y) = decay
+    bad = ts.copy()
+    bad[3] = bad[2] + 2e-16 * abs(bad[2])
+    with pytest.raises(symode.InputValidationError, match=r"trajectory 0: `data\[0\] ts`\[2\]"):
+        fit(model, (bad, Y), theta0=[0.2], progress=False)

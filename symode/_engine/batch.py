@@ -19,36 +19,10 @@ def is_batch(z0, theta):
 
 
 def broadcast(rt: ModelRuntime, z0, theta, expand=True):
-    """z0 and theta as C-contiguous float64 arrays (B, n) and (B, p), checked. With ``expand=False`` an input
-    without a batch dimension stays one row (the compiled batch loops share it across the members, no copy)
-    and the batch size is returned as a third value."""
-    n, p = rt.n, rt.p
-    Z = np.array(z0, dtype=np.float64, order="C", copy=True)
-    T = np.array(theta, dtype=np.float64, order="C", copy=True)
-    if Z.ndim == 1:
-        Z = Z.reshape(1, -1)
-    if T.ndim == 1:
-        T = T.reshape(1, -1)
-    if T.size == 0 and p == 0:
-        T = np.zeros((1, 0))
-    if Z.ndim != 2 or Z.shape[1] != n:
-        raise InputValidationError(f"`z0` has shape {np.shape(z0)}; expected ({n},) or (B, {n})")
-    if T.ndim != 2 or T.shape[1] != p:
-        raise InputValidationError(f"`theta` has shape {np.shape(theta)}; expected ({p},) or (B, {p})")
-    B = max(Z.shape[0], T.shape[0])
-    if Z.shape[0] not in (1, B) or T.shape[0] not in (1, B):
-        raise InputValidationError(f"batch sizes of `z0` ({Z.shape[0]}) and `theta` ({T.shape[0]}) do not broadcast")
-    for name, arr in (("z0", Z), ("theta", T)):
-        if V._finite_copy(arr.reshape(-1)).size != arr.size:     # compiled check (NumPy's costs ~2 us)
-            bad = np.argwhere(~np.isfinite(arr))
-            raise InputValidationError(f"`{name}`[{bad[0][0]}, {bad[0][1]}] is not finite")
-    if not expand:
-        return Z, T, B
-    if Z.shape[0] != B:
-        Z = np.array(np.broadcast_to(Z, (B, n)), dtype=np.float64, order="C", copy=True)
-    if T.shape[0] != B:
-        T = np.array(np.broadcast_to(T, (B, p)), dtype=np.float64, order="C", copy=True)
-    return Z, T
+    """z0 and theta as C-contiguous float64 arrays (B, n) and (B, p), checked (``_validate.batch_pair``). With
+    ``expand=False`` an input without a batch dimension stays one row (the compiled batch loops share it across the
+    members, no copy) and the batch size is returned as a third value."""
+    return V.batch_pair(z0, theta, rt.n, rt.p, expand)
 
 
 def _common(cfg: SolverConfig):
@@ -110,15 +84,9 @@ def vjp_batch(rt: ModelRuntime, z0, theta, ts, cotangent, cfg: SolverConfig, thr
         Z, T, B = z0, theta, batch
     n, p, m = rt.n, rt.p, ts.size
     if loss is None:
-        C = np.array(cotangent, dtype=np.float64)
-        if C.ndim == 2:
-            C = np.broadcast_to(C, (B, m, n))
-        if C.shape != (B, m, n):
-            raise InputValidationError(f"`cotangent` has shape {np.shape(cotangent)}; expected ({m}, {n}) or "
-                                       f"({B}, {m}, {n})")
-        if not np.all(np.isfinite(C)):
-            raise InputValidationError("`cotangent` contains NaN or inf")
-        C = np.array(C, dtype=np.float64, order="C", copy=True)
+        C = V.cotangent(cotangent, m, n, batch=B)
+        if C.ndim == 2:   # shared by the members: the compiled loop reads one row per member
+            C = np.array(np.broadcast_to(C, (B, m, n)), order="C")
         laddr, lrows = _NO_LOSS
         LD = _NO_DATA
     else:

@@ -36,7 +36,7 @@ DEFAULTS = Defaults()
 SOLVER_KEYS = ("method", "rtol", "atol", "dt", "max_steps", "dt_max", "controller", "time_limit")
 #: the keywords of the gradient calls beyond the solver's
 ADJOINT_KEYS = ("seminorm", "adjoint_rtol", "adjoint_atol", "checkpoints")
-CONTROLLER_KEYS = ("safety", "fac_min", "fac_max", "beta")
+CONTROLLER_KEYS = V.CONTROLLER_KEYS
 #: the controller array the compiled loops read: [safety, fac_min, fac_max, beta, time_limit (0: none),
 #: checkpoint stride (checkpoint adjoint only)]
 CTRL_SAFETY, CTRL_FAC_MIN, CTRL_FAC_MAX, CTRL_BETA, CTRL_TIME_LIMIT, CTRL_STRIDE = range(6)
@@ -101,13 +101,8 @@ def rk_arrays(meth):
 
 
 def controller_array(meth, controller, time_limit):
-    ctrl = np.array([0.9, 0.2, 10.0, meth.beta, time_limit or 0.0])
-    if controller is not None:
-        for k, v in dict(controller).items():
-            if k not in CONTROLLER_KEYS:
-                raise InputValidationError(f"unknown controller setting {k!r}; valid: {', '.join(CONTROLLER_KEYS)}")
-            ctrl[CONTROLLER_KEYS.index(k)] = float(v)
-    return ctrl
+    """The controller array of the compiled loops (see ``CTRL_*``), its settings checked (``_validate.controller``)."""
+    return np.array([*V.controller(controller, meth.beta), time_limit or 0.0])
 
 
 def make_config(n, method=DEFAULTS.method, rtol=DEFAULTS.rtol, atol=DEFAULTS.atol, dt=DEFAULTS.dt,

@@ -23,15 +23,7 @@ _VJP_KEYS = SOLVER_KEYS + ("throw",) + ADJOINT_KEYS + ("reduce", "grad_t")
 
 
 def check_cotangent(cotangent, m, n):
-    try:
-        c = np.array(cotangent, dtype=np.float64, copy=True)
-    except (TypeError, ValueError):
-        raise InputValidationError("`cotangent` must be a real array of shape (len(ts), n_states)") from None
-    if c.shape != (m, n):
-        raise InputValidationError(f"`cotangent` has shape {c.shape}; expected (len(ts), n_states) = ({m}, {n})")
-    if not np.all(np.isfinite(c)):
-        raise InputValidationError("`cotangent` contains NaN or inf")
-    return np.ascontiguousarray(c)
+    return V.cotangent(cotangent, m, n)
 
 
 def vjp(rt: ModelRuntime, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method=DEFAULTS.method,
