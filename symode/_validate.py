@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
+import sympy as sp
 from numba import njit
 
-from ._errors import InputValidationError
+from ._errors import InputValidationError, ModelError
 
 
 @njit(cache=True, nogil=True)
@@ -230,8 +232,6 @@ def tolerances(rtol, atol, n):
         raise InputValidationError("`rtol` and `atol` cannot both be zero for a state")
     floor = 100 * np.finfo(float).eps
     if np.any((r < floor) & (r > 0)):
-        import warnings
-
         warnings.warn(f"`rtol` below {floor:.1e} cannot be met in float64; raised to {floor:.1e}", RuntimeWarning,
                       stacklevel=4)
         r = np.maximum(r, floor)
@@ -405,10 +405,6 @@ def observation_symbols(model_states, model_params, data_symbols, t=None):
     """The data symbols of an ObservationLoss as a tuple, checked against the model: each a ``sympy.Symbol``,
     no duplicates, and none equal to a state, a parameter or the time symbol (a data symbol that is also a
     state would be silently replaced by the data: the loss would no longer depend on the state)."""
-    import sympy as sp
-
-    from ._errors import ModelError
-
     if isinstance(data_symbols, sp.Symbol):
         data_symbols = (data_symbols,)
     if isinstance(data_symbols, (str, bytes)):
@@ -436,10 +432,6 @@ def observation_symbols(model_states, model_params, data_symbols, t=None):
 def loss_symbols(model_states, model_params, t, expr, data_symbols=()):
     """Raise ModelError if the loss expression uses symbols that are not the model's states, parameters, time
     or the declared data symbols (checked before anything compiles or travels to a worker)."""
-    import sympy as sp
-
-    from ._errors import ModelError
-
     allowed = set(model_states) | set(model_params) | set(data_symbols) | ({t} if t is not None else set())
     bad = sp.sympify(expr).free_symbols - allowed
     if bad:

@@ -1,10 +1,7 @@
 """Input validation (issue 20): every numerical input is refused with a clear InputValidationError naming the
 argument when it is complex, a string, an object that is not a real number, out of range or otherwise unusable
 -- never silently truncated, parsed or turned into a failed integration.
-
-Tests marked ``xfail(strict=True, reason="wired in the engine restructure")`` exercise engine call sites that
-are to call the new ``symode._validate`` functions; they turn green (and must then lose the mark) when wired.
-"""
+The engine's call sites (solve, batches, vjp, value_and_grad) are exercised through the public API."""
 import subprocess
 import sys
 
@@ -16,7 +13,6 @@ import symode
 from symode import _validate as V
 from symode._errors import InputValidationError, ModelError
 
-WIRED = pytest.mark.xfail(strict=True, reason="wired in the engine restructure")
 x, y, a, d = sp.symbols("x y a d")
 
 
@@ -157,7 +153,6 @@ def test_solve_with_an_unresolvable_ts_list_is_an_input_error(decay):
         decay.solve(Z0, TH, [-1e308, 1e308])
 
 
-@WIRED
 def test_solve_with_an_unresolvable_ts_array_is_an_input_error(decay):
     """float64 vectors take the prepared compiled path, which checks ts itself (finite, monotonic) and so gives
     DT_MIN here; it is to refuse (or, on failure, re-check with V.times) as the validating path does."""
@@ -186,7 +181,6 @@ def test_controller_defaults_and_overrides():
     assert V.controller(dict(safety=np.float64(0.8)), 0.0) == (0.8, 0.2, 10.0, 0.0)
 
 
-@WIRED
 def test_solve_refuses_nan_safety(decay):
     with pytest.raises(InputValidationError, match="safety"):
         decay.solve(Z0, TH, TS, controller=dict(safety=float("nan")))
@@ -208,13 +202,11 @@ def test_batch_pair_refuses_complex_and_strings():
     assert Z.shape == (2, 2) and T.shape == (2, 1) and T.flags.c_contiguous
 
 
-@WIRED
 def test_batch_solve_refuses_complex_z0(decay):
     with pytest.raises(InputValidationError, match="`z0`.*real"):
         decay.solve([[1.0 + 1j, 0.0], [1.0, 0.0]], TH, TS)
 
 
-@WIRED
 def test_batch_solve_refuses_complex_theta(decay):
     with pytest.raises(InputValidationError, match="`theta`.*real"):
         decay.solve(Z0, [[0.5 + 1j], [0.4]], TS)
@@ -233,7 +225,6 @@ def test_cotangent_check():
     assert V.cotangent(np.ones((3, 2, 2)), 2, 2, batch=3).shape == (3, 2, 2)
 
 
-@WIRED
 def test_vjp_refuses_complex_cotangent(decay):
     with pytest.raises(InputValidationError, match="`cotangent`.*real"):
         decay.vjp(Z0, TH, TS, np.ones((2, 2)) * (1 + 1j))
@@ -275,21 +266,18 @@ def test_loss_symbols_refuse_undeclared():
     V.loss_symbols([x], [a], None, (x - d) ** 2, [d])
 
 
-@WIRED
 def test_value_and_grad_refuses_inf_data(decay):
     loss = symode.ObservationLoss((x - d) ** 2, [d])
     with pytest.raises(InputValidationError, match="row 1"):
         decay.value_and_grad(loss, Z0, TH, TS, data=[[1.0], [np.inf]])
 
 
-@WIRED
 def test_value_and_grad_refuses_complex_data(decay):
     loss = symode.ObservationLoss((x - d) ** 2, [d])
     with pytest.raises(InputValidationError, match="real"):
         decay.value_and_grad(loss, Z0, TH, TS, data=[[1.0], [1j]])
 
 
-@WIRED
 def test_value_and_grad_refuses_a_data_symbol_that_is_a_state(decay):
     loss = symode.ObservationLoss((x - a) ** 2, [x])
     with pytest.raises(ModelError, match="also a state"):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _status
+from .. import _validate as V
 from .._errors import StiffnessWarning
 from .._numeric import rk
 from .._numeric.batch import FLAT_TAIL, solve_flat
@@ -151,6 +152,7 @@ def solve_prepared(rt: ModelRuntime, z0, theta, ts, fs: FlatSolve, throw):
         return PreparedSolution(buf[:m], buf[m:m + m * n].reshape(m, n), stats, cfg.method.name, float(buf[m + m * n]))
     if status < 0:
         return None
+    V.times(ts)     # a failure: first, output times that float64 cannot separate are named as an input error
     o = m + m * n   # a failure (its unreached rows are NaN already) or a stiffness warning to give
     fstats = np.array([buf[o], buf[o + 1], 0.0, 0.0])
     res = IntegrationResult(int(status), buf[m:o].reshape(m, n), np.zeros(m, dtype=np.int64), np.zeros(m),

@@ -224,10 +224,10 @@ def _value_and_grad_batch(rt: ModelRuntime, loss, z0, theta, ts, data, adjoint, 
     if summed == "final" or cl.n_data == 0:
         D = cl.data_rows(None, m)[None]
     else:
-        arr = np.asarray(data, dtype=np.float64)
+        if np.ndim(data) == 3 and np.shape(data)[0] != B:
+            raise InputValidationError(f"`data` has {np.shape(data)[0]} members; the batch has {B}")
+        arr = V.loss_data(data, m, cl.n_data, batch=B)
         if arr.ndim == 3:
-            if arr.shape[0] != B:
-                raise InputValidationError(f"`data` has {arr.shape[0]} members; the batch has {B}")
             D = cl.data_rows(arr, m, batch=B)
         else:
             D = cl.data_rows(arr, m)[None]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .. import _validate as V
 from .._errors import ModelError
 
 
@@ -24,10 +25,7 @@ class ObservationLoss:
         if isinstance(expr, str):
             _no_str()
         self.expr = expr
-        self.data_symbols = tuple(data_symbols)
-        for s in self.data_symbols:
-            if not isinstance(s, sp.Symbol):
-                raise ModelError(f"data symbol {s!r} must be a sympy.Symbol")
+        self.data_symbols = tuple(V.observation_symbols((), (), data_symbols))   # Symbols, no duplicates
 
 
 class RunningCost:
