@@ -24,7 +24,7 @@ def _cases():
         yield pytest.param(name, marks=marks, id=name)
 
 
-@pytest.mark.parametrize("name", _cases())
+@pytest.mark.parametrize("name", list(_cases()))
 def test_example_runs_quick_and_saves_its_plot(name, tmp_path):
     pytest.importorskip("matplotlib")
     if name in NEEDS:
