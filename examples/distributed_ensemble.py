@@ -10,11 +10,12 @@ Run:
     python examples/distributed_ensemble.py --scheduler tcp://host:8786   # an existing cluster
     python examples/distributed_ensemble.py --quick         # small and fast (CI), checked against one process
 
-Needs ``pip install "symode[distributed]"`` (dask[distributed]; tqdm for the progress bar). Workers load
+Saves distributed_ensemble.png (the final states z(10) of the ensemble, coloured by alpha) in --out DIR.
+
+Needs ``pip install "symode[examples]"`` (dask[distributed], tqdm for the progress bar, matplotlib for the plot). Workers load
 compiled code from the on-disk caches: on a cluster of several machines, point ``NUMBA_CACHE_DIR`` and
 ``SYMODE_CACHE_DIR`` at shared storage, or expect each worker to compile once (tens of seconds).
 """
-import argparse
 import os
 import time
 
@@ -23,6 +24,8 @@ import sympy as sp
 
 import symode
 import symode.distributed as sd
+
+from _common import parser, pyplot, save  # examples/_common.py
 
 THETA = np.array([1.5, 1.0, 3.0, 1.0])
 Z0 = np.array([1.0, 1.0])
@@ -44,14 +47,12 @@ def p6_thetas(n):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "500 trajectories, compared with a run in this process")
     ap.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
     ap.add_argument("--n", type=int, default=10_000, help="number of parameter sets (default 10,000)")
     ap.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="threads per LocalCluster worker (default 1)")
     ap.add_argument("--chunk-size", type=int, default=None, help="trajectories per task (default: automatic)")
-    ap.add_argument("--quick", action="store_true", help="500 trajectories, compared with a run in this process")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     n = 500 if args.quick else args.n
 
@@ -105,6 +106,29 @@ def main(argv=None):
         client.close()
         if cluster is not None:
             cluster.close()
+    return plot(thetas, sol, args.out)
+
+
+def plot(thetas, sol, out_dir):
+    """Scatter of the final states z(10), coloured by alpha; failed members (if any) left out."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    ok = sol.statuses == 0
+    zf = sol.z[ok, -1]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sc = ax1.scatter(zf[:, 0], zf[:, 1], c=thetas[ok, 0], s=3, cmap="viridis")
+    fig.colorbar(sc, ax=ax1, label=r"$\alpha$")
+    ax1.set_xlabel("x(10)")
+    ax1.set_ylabel("y(10)")
+    ax1.set_title(f"{ok.sum():,} Lotka-Volterra trajectories: final states")
+    ax2.hist(zf[:, 0], bins=60, color="C0", alpha=0.7, label="x(10)")
+    ax2.hist(zf[:, 1], bins=60, color="C1", alpha=0.7, label="y(10)")
+    ax2.set_xlabel("value at t = 10")
+    ax2.set_ylabel("trajectories")
+    ax2.legend()
+    ax2.set_title(r"$\theta_k = \theta(1 + 0.1u_k)$, $u_k \sim U(-1, 1)^4$")
+    return save(fig, out_dir, "distributed_ensemble.png")
 
 
 if __name__ == "__main__":

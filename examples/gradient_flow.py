@@ -25,7 +25,6 @@ import numpy as np
 import sympy as sp
 
 import symode
-from symode._train import Trainer
 from symode.optim import Adam, GradientFlow
 
 from _common import parser, pyplot, save  # examples/_common.py
@@ -76,14 +75,14 @@ def fit_part(quick, progress):
     Y = Y * (1.0 + 0.01 * np.random.default_rng(1).normal(size=Y.shape))
     theta0 = [1.2, 0.8, 2.5, 0.8]
     kw = dict(loss="mse", theta0=theta0, rtol=1e-8, atol=1e-10)
-    lb = Trainer(model, (ts, Y), optimizer="lbfgs", **kw).run(200, progress=False)
+    lb = symode.Trainer(model, (ts, Y), optimizer="lbfgs", **kw).run(200, progress=False)
     target = lb.loss * (1 + 1e-3)           # "converged": within 0.1% of the optimum L-BFGS found
     runs = {"L-BFGS": lb}
     budget = 600 if quick else 4000
-    runs["Adam (lr 0.01)"] = Trainer(model, (ts, Y), optimizer=Adam(lr=0.01), **kw).run(
+    runs["Adam (lr 0.01)"] = symode.Trainer(model, (ts, Y), optimizer=Adam(lr=0.01), **kw).run(
         budget, tol=target, progress=progress, desc="Adam")
     gf = GradientFlow(rtol=1e-5, atol=1e-8)
-    runs["gradient flow (bosh3)"] = Trainer(model, (ts, Y), optimizer=gf, **kw).run(
+    runs["gradient flow (bosh3)"] = symode.Trainer(model, (ts, Y), optimizer=gf, **kw).run(
         budget // 2 if quick else budget, tol=target, progress=progress, desc="gradient flow")
     return runs, lb.loss, gf
 

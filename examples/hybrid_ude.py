@@ -24,7 +24,6 @@ import sympy as sp
 
 import symode
 from symode import nn
-from symode._train import Trainer
 
 from _common import parser, pyplot, save  # examples/_common.py
 
@@ -52,8 +51,8 @@ def learned_terms(net, theta, Z):
 
 def train(hybrid, net, ts, Y, iterations, seed=0, progress=True):
     """L-BFGS on all windows of 3 points (deterministic multiple shooting), from net.init(seed)."""
-    tr = Trainer(hybrid, (ts, Y), loss="mse", theta0=net.init(seed=seed), batch_time=3, batch_size=len(ts) - 3,
-                 optimizer="lbfgs", rtol=1e-7, atol=1e-9)
+    tr = symode.Trainer(hybrid, (ts, Y), loss="mse", theta0=net.init(seed=seed), batch_time=3,
+                        batch_size=len(ts) - 3, optimizer="lbfgs", rtol=1e-7, atol=1e-9)
     return tr.run(iterations, progress=progress, desc="hybrid UDE")
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import sympy as sp
 
 import symode
-from symode._train import fit
 
 from _common import parser, pyplot, save  # examples/_common.py
 
@@ -47,7 +46,7 @@ def main(argv=None):
     ts, Y = noisy_data(model, args.noise)
     train = ("theta", "z0") if args.train_z0 else "theta"
     iterations = 200 if args.optimizer == "lbfgs" else (1000 if args.quick else 5000)
-    res = fit(model, (ts, Y), loss="mse", theta0=THETA0, z0=Y[0], train=train, optimizer=args.optimizer,
+    res = symode.fit(model, (ts, Y), loss="mse", theta0=THETA0, z0=Y[0], train=train, optimizer=args.optimizer,
               iterations=iterations, rtol=1e-8, atol=1e-10, progress=not args.no_progress, desc="LV fit")
     print(f"{res.iterations} iterations, {res.nfev} loss+gradient evaluations, {res.elapsed:.2f} s; "
           f"{res.message}")

@@ -1,6 +1,8 @@
 """Quickstart: Lotka-Volterra in SymPy, solved by symode, printed and plotted.
 
-Run:  python examples/quickstart.py [--out DIR]
+Run:  python examples/quickstart.py [--quick] [--out DIR]
+(--quick is accepted for symmetry with the other examples: the tour is quick either way.)
+Saves quickstart.png.
 """
 import time
 
@@ -13,7 +15,7 @@ from _common import parser, pyplot, save  # examples/_common.py
 
 
 def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
+    args = parser(__doc__, "CI mode (the tour is the same; it is fast either way)").parse_args(argv)
 
     x, y = sp.symbols("x y")
     alpha, beta, gamma, delta = sp.symbols("alpha beta gamma delta")

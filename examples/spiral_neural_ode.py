@@ -19,7 +19,6 @@ import sympy as sp
 
 import symode
 from symode import nn
-from symode._train import Trainer
 
 from _common import parser, pyplot, save  # examples/_common.py
 
@@ -53,7 +52,7 @@ def main(argv=None):
     true_y = truth.solve(Y0, [], TS, method="dopri5", **TOL).z
     model, net = neural_model()
     theta0 = net.init(seed=0)                      # P2's initialisation (W1 then W2 from default_rng(0))
-    trainer = Trainer(model, (TS, true_y), loss="mae", theta0=theta0, batch_time=10, batch_size=20,
+    trainer = symode.Trainer(model, (TS, true_y), loss="mae", theta0=theta0, batch_time=10, batch_size=20,
                       seed=args.seed, optimizer="adam", lr=lambda k: 3e-3 * 0.5 ** (3 * k / iterations),
                       method="dopri5", eval_every=max(iterations // 40, 1), **TOL)
     model.vjp(Y0, theta0, TS[:10], np.zeros((10, 2)), **TOL)     # build or load the compiled kernels
