@@ -21,10 +21,17 @@ class Solution:
     stats : dict
         ``nfev``, ``nsteps`` (attempted), ``naccepted``, ``nrejected``, ``method``, ...
     status : int
-        A code of :mod:`symode._status` (0 = success).
+        0 SUCCESS, 1 MAX_STEPS, 2 DT_MIN, 3 NONFINITE, 4 SINGULAR_MATRIX, 5 MAX_REJECTS, 6 TIME_LIMIT,
+        7 ADJOINT_FAILED, 8 CAPACITY (``status_name`` gives the name, ``message`` the advice).
     message : str
     t_reached : float
         The time the integration reached (the final time on success).
+    success : bool
+        ``status == 0``.
+    statuses, t_reached_all : ndarray (B,), batches only
+        Each member's status and time reached (``stats["failed"]`` lists the failed members).
+    chunks : int, symode.distributed only
+        The number of Dask chunks the batch ran in.
     """
 
     t: np.ndarray
@@ -53,7 +60,20 @@ class Solution:
 
 @dataclass
 class Gradient:
-    """Gradients of a loss of the solution: ``z0`` (n,), ``theta`` (p,), ``t`` (m,) and the loss ``value``."""
+    """Gradients of a loss of the solution.
+
+    Attributes
+    ----------
+    z0 : ndarray (n,) dL/dz0;  theta : ndarray (p,) dL/dtheta;  t : ndarray (m,) dL/dts (None with grad_t=False)
+    value : float
+        The loss (value_and_grad; NaN after a plain vjp, which is given no loss).
+    stats : dict
+        ``forward`` (the solve's stats), ``backward`` (the adjoint pass's), ``steps_recorded``, ...; after a failure
+        with ``throw=False``: ``status`` and ``message`` (the gradients are NaN).
+    solution : Solution
+        The forward solution the gradient was computed on.
+    statuses : ndarray (B,), batches only
+    """
 
     z0: np.ndarray
     theta: np.ndarray

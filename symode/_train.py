@@ -738,6 +738,8 @@ class Trainer:
         desc : str, optional
             Label of the progress bar / prints (default "fit").
 
+        Notes
+        -----
         Ctrl-C (KeyboardInterrupt, also when raised by a callback) stops the run cleanly: the result holds
         the best parameters so far and ``stop_reason == "interrupted"``.
         """

@@ -743,7 +743,8 @@ def map_value_and_grad(model, loss, z0, theta, ts, data=None, client=None, reduc
         Travels to the workers as SymPy data (a callable is pickled with cloudpickle).
     data : array_like, for an ObservationLoss: (m, k) shared by all trajectories, or (B, m, k) per trajectory
         (NaN entries are missing observations).
-    Other arguments as for :func:`map_vjp`.
+    z0, theta, ts, client, reduce, chunk_size, retries, progress, numba_threads, throw, skip_failed, **solver_kwargs
+        As for :func:`map_vjp`.
 
     Returns
     -------

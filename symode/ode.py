@@ -213,8 +213,10 @@ class ODE:
 
         Parameters
         ----------
-        z0 : array_like, shape (n,)
-        theta : array_like, shape (p,)
+        z0 : array_like, shape (n,) or (B, n)
+            The initial state; with a leading batch dimension (z0 and/or theta; the other one shared) the batch
+            runs in one compiled parallel call (explicit methods), bit for bit equal to solving each member alone.
+        theta : array_like, shape (p,) or (B, p)
         ts : array_like, shape (m,)
             Output times, strictly increasing or strictly decreasing (backward in time); ts[0] is the start.
         method : str
@@ -245,7 +247,8 @@ class ODE:
         Returns
         -------
         Solution
-            ``t`` (m,), ``z`` (m, n), ``stats``, ``status``, ``success``, ``message``.
+            ``t`` (m,), ``z`` (m, n), ``stats``, ``status``, ``success``, ``message``; for a batch ``z`` is
+            (B, m, n) and ``statuses`` (B,) holds each member's status (``stats["failed"]``: the failed indices).
         """
         if kwargs:
             raise unknown_keywords(kwargs, _SOLVE_KEYS)
@@ -276,49 +279,84 @@ class ODE:
         return SOLVERS[cfg.kind].solve(rt, z0, theta, ts, cfg, throw)   # a stiffness warning names the caller
 
     # ------------------------------------------------------------------ gradients
-    def vjp(self, z0, theta, ts, cotangent, adjoint="discrete", **kwargs):
+    def vjp(self, z0, theta, ts, cotangent, adjoint=D.adjoint, method=D.method, rtol=D.rtol, atol=D.atol, dt=D.dt,
+            max_steps=D.max_steps, throw=D.throw, dt_max=D.dt_max, controller=D.controller, time_limit=D.time_limit,
+            seminorm=True, adjoint_rtol=None, adjoint_atol=None, checkpoints=None, reduce=None, grad_t=True):
         """Gradients of a loss L given ``cotangent[i] = dL/dz(ts[i])``.
 
         Parameters
         ----------
-        z0, theta, ts : as for :meth:`solve`
-        cotangent : array_like, shape (m, n)
+        z0, theta, ts : as for :meth:`solve`; z0 and theta may carry a leading batch dimension (B, n) / (B, p):
+            the batch runs in one compiled parallel call (``adjoint="discrete"``, explicit methods).
+        cotangent : array_like, shape (m, n); for a batch (m, n) shared or (B, m, n) per member
         adjoint : {"discrete", "checkpoint", "backsolve", "forward"}
-            See :mod:`symode._engine.adjoints` (and docs/gradients.md) for what each computes and when to use it.
-        **kwargs
-            The solver keywords of :meth:`solve` (method, rtol, atol, dt, max_steps, throw, dt_max,
-            controller), plus ``seminorm`` (leave the parameter quadrature out of the adjoint's error
-            norm, default True), ``adjoint_rtol``/``adjoint_atol`` (backward tolerances) and
-            ``checkpoints``.
+            What each computes and when to use it: docs/gradients-guide.md (discrete: the exact derivative of
+            the computed solution; checkpoint: the continuous adjoint on the recorded forward pass; backsolve:
+            O(1) memory, z re-integrated backward; forward: forward sensitivities).
+        method, rtol, atol, dt, max_steps, throw, dt_max, controller, time_limit
+            The solver settings of :meth:`solve`.
+        seminorm : bool
+            Leave the parameter quadrature out of the backward pass's error norm (checkpoint, backsolve).
+        adjoint_rtol, adjoint_atol : float or array_like (n,), optional
+            Tolerances of the backward pass (default: the forward ones).
+        checkpoints : int, optional
+            ``adjoint="checkpoint"`` with at most this many stored states (segments replayed from them).
+        reduce : None or "sum"
+            For a batch: per-member gradients (None) or their sum.
+        grad_t : bool
+            False skips dL/dts; ``Gradient.t`` is then None.
 
         Returns
         -------
         Gradient
-            ``z0`` (n,) = dL/dz0, ``theta`` (p,) = dL/dtheta, ``t`` (m,) = dL/dts, ``solution``.
+            ``z0`` (n,) = dL/dz0, ``theta`` (p,) = dL/dtheta, ``t`` (m,) = dL/dts, ``solution``; for a batch
+            (B, ...) arrays and ``statuses``.
         """
-        return _gradients.vjp(self._rt, z0, theta, ts, cotangent, adjoint=adjoint, **kwargs)
+        return _gradients.vjp(self._rt, z0, theta, ts, cotangent, adjoint, method, rtol, atol, dt, max_steps, throw,
+                              dt_max, controller, seminorm, adjoint_rtol, adjoint_atol, checkpoints, time_limit,
+                              reduce, grad_t)
 
-    def sensitivities(self, z0, theta, ts, **kwargs):
-        """Forward sensitivities: ``t``, ``z``, ``dz_dz0`` (m, n, n) and ``dz_dtheta`` (m, n, p)."""
-        return _gradients.sensitivities(self._rt, z0, theta, ts, **kwargs)
+    def sensitivities(self, z0, theta, ts, method=D.method, rtol=D.rtol, atol=D.atol, dt=D.dt, max_steps=D.max_steps,
+                      throw=D.throw, dt_max=D.dt_max, controller=D.controller, time_limit=D.time_limit):
+        """Forward sensitivities: z integrated together with dz/dz0 and dz/dtheta.
 
-    def value_and_grad(self, loss, z0, theta, ts, data=None, adjoint="discrete", **kwargs):
+        Parameters
+        ----------
+        z0, theta, ts, method, rtol, atol, dt, max_steps, throw, dt_max, controller, time_limit
+            As for :meth:`solve` (single trajectories). The sensitivities are error-controlled like the states;
+            with a Rosenbrock method the augmented system is solved with its own exact Jacobian.
+
+        Returns
+        -------
+        Sensitivities
+            ``t`` (m,), ``z`` (m, n), ``dz_dz0`` (m, n, n), ``dz_dtheta`` (m, n, p), ``solution``.
+        """
+        return _gradients.sensitivities(self._rt, z0, theta, ts, method, rtol, atol, dt, max_steps, throw, dt_max,
+                                        controller, time_limit)
+
+    def value_and_grad(self, loss, z0, theta, ts, data=None, adjoint=D.adjoint, *, reduce=None, grad_t=True,
+                       **solver):
         """Value and gradients of a loss of the solution.
 
         Parameters
         ----------
         loss : sympy.Expr | FinalLoss | ObservationLoss | RunningCost | callable
             A SymPy expression of the final state (and parameters); ``ObservationLoss(expr, data_symbols)``
-            summed over the output times against ``data`` (NaN entries skipped); ``RunningCost(r)`` for
-            the integral of r(z, theta, t); or ``callable(t, z) -> (value, dL/dz (m, n))``.
+            summed over the output times against ``data`` (additive terms with a NaN data entry are skipped at
+            that time); ``RunningCost(r)`` for the integral of r(z, theta, t); or
+            ``callable(t, z) -> (value, dL/dz (m, n))``.
+        z0, theta, ts : as for :meth:`solve`; z0 and theta may carry a leading batch dimension (B, n) / (B, p):
+            then the whole batch runs in one compiled parallel call (discrete adjoint, explicit methods).
         data : array_like (m, number of data symbols), for ObservationLoss; (B, m, ...) per batch member
-        z0, theta : as for :meth:`solve`; either may carry a leading batch dimension (B, n) / (B, p): then
-            the whole batch runs in one compiled parallel call (discrete adjoint, explicit methods) and
-            ``reduce="sum"`` sums values and gradients over the members (default: per member).
+        adjoint : {"discrete", "checkpoint", "backsolve", "forward"}, as for :meth:`vjp`
+        reduce : None or "sum"
+            For a batch: values and gradients per member (None) or summed over the members.
         grad_t : bool
             False skips dL/dts (it costs one evaluation of f per output time with the discrete adjoint);
             ``Gradient.t`` is then None.
-        **kwargs : solver settings as for :meth:`vjp`
+        **solver
+            The solver settings of :meth:`vjp`: method, rtol, atol, dt, max_steps, throw, dt_max, controller,
+            time_limit, seminorm, adjoint_rtol, adjoint_atol, checkpoints.
 
         Returns
         -------
@@ -328,14 +366,36 @@ class ODE:
         the forward solve, the loss, its cotangent, the reverse sweep and dL/dts run in one compiled call (no
         second forward pass, no Python between them).
         """
-        return _prepared.value_and_grad(self._rt, loss, z0, theta, ts, data=data, adjoint=adjoint, **kwargs)
+        if reduce is not None:
+            solver["reduce"] = reduce
+        if grad_t is not True:
+            solver["grad_t"] = grad_t
+        return _prepared.value_and_grad(self._rt, loss, z0, theta, ts, data=data, adjoint=adjoint, **solver)
 
-    def value_and_grad_fn(self, loss, ts, data=None, adjoint="discrete", **kwargs):
-        """``fn(z0, theta) -> Gradient``, equal to ``value_and_grad(loss, z0, theta, ts, data, adjoint, **kwargs)``,
+    def value_and_grad_fn(self, loss, ts, data=None, adjoint=D.adjoint, *, grad_t=True, **solver):
+        """``fn(z0, theta) -> Gradient``, equal to ``value_and_grad(loss, z0, theta, ts, data, adjoint, ...)``,
         with the output times, the loss (its kernels and data rows) and the solver settings checked and prepared
         once: the per-call cost is that of checking z0 and theta and of the one compiled call (for a training
-        loop or an optimizer calling it many times; ``data`` is fixed, as the loss of such a loop is)."""
-        return _prepared.ValueAndGradFn(self._rt, loss, ts, data=data, adjoint=adjoint, **kwargs)
+        loop or an optimizer calling it many times; ``data`` is fixed, as the loss of such a loop is).
+
+        Parameters
+        ----------
+        loss, ts, data, adjoint : as for :meth:`value_and_grad`
+        grad_t : bool
+            False skips dL/dts (``Gradient.t`` is then None).
+        **solver
+            The solver settings of :meth:`vjp` (method, rtol, atol, dt, max_steps, throw, dt_max, controller,
+            time_limit, ...).
+
+        Returns
+        -------
+        callable
+            ``fn(z0, theta) -> Gradient`` (with ``value``); batches and the adjoints that are not prepared go
+            through :meth:`value_and_grad` with the same settings.
+        """
+        if grad_t is not True:
+            solver["grad_t"] = grad_t
+        return _prepared.ValueAndGradFn(self._rt, loss, ts, data=data, adjoint=adjoint, **solver)
 
 
 def _rebuild_ode(cls, rhs, states, params, t, blocks=None):

@@ -14,6 +14,12 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from ._engine.adjoints import ADJOINTS as _ADJOINT_MODULES
+from ._numeric.methods import get as get_method
+from .ode import ODE
+
+ADJOINTS = tuple(_ADJOINT_MODULES)
+
 try:  # strategies need hypothesis; check_gradients does not
     from hypothesis import strategies as st
 except ImportError:  # pragma: no cover
@@ -67,8 +73,6 @@ def odes(draw, max_states=3, max_params=3, hostile_names=True, time=None, stable
     Right-hand sides are ``-c*z_i + g_i(z, theta, t)`` with bounded-growth random g, so solutions stay
     finite on moderate time spans; names may be hostile (keywords, code, Unicode).
     """
-    import symode
-
     n = draw(st.integers(1, max_states))
     p = draw(st.integers(0, max_params))
     use_t = draw(st.booleans()) if time is None else time
@@ -80,7 +84,7 @@ def odes(draw, max_states=3, max_params=3, hostile_names=True, time=None, stable
     for i in range(n):
         g = draw(expressions(leaves))
         rhs.append(-zs[i] / 2 + sp.tanh(g) if stable else g)
-    return symode.ODE(rhs, states=zs, params=ps, t=t if use_t else None)
+    return ODE(rhs, states=zs, params=ps, t=t if use_t else None)
 
 
 def arrays(n, lo=-1.5, hi=1.5):
@@ -97,9 +101,13 @@ def time_grids(min_size=2, max_size=6, t_max=2.0):
         lambda d: np.concatenate([[0.0], np.cumsum(np.array(d) * t_max / max(np.sum(d), 1e-9))]))
 
 
-def check_gradients(model, z0, theta, ts, cotangent=None, adjoints=("discrete", "checkpoint", "backsolve", "forward"),
-                    method="dopri5", rtol=1e-10, atol=1e-10, dt=None, eps=None, seed=0, **kwargs):
+def check_gradients(model, z0, theta, ts, cotangent=None, adjoints=None, method="dopri5", rtol=1e-10, atol=1e-10,
+                    dt=None, eps=None, seed=0, **kwargs):
     """Compare every adjoint variant (and forward sensitivities) with central finite differences of ``solve``.
+
+    ``adjoints``: the kinds to check (default: every kind in ``symode.ADJOINTS``, so a new adjoint module is
+    checked by every existing property test). ``**kwargs``: further solver settings of ``model.vjp`` and
+    ``model.solve`` (max_steps, dt_max, controller, ...).
 
     The loss is L = sum_i cotangent[i] . z(ts[i]) (a random cotangent unless given), whose exact gradient is
     what ``vjp`` returns. Finite differences use steps ``eps * max(1, |x|)`` (default 1e-6 for fixed-step
@@ -112,6 +120,8 @@ def check_gradients(model, z0, theta, ts, cotangent=None, adjoints=("discrete", 
         ``{"fd": {"z0", "theta"}, "<adjoint>": {"z0", "theta", "rel_err"}, ..., "worst": (name, rel_err)}``
         with the relative error max|g - fd| / max|fd| over z0 and theta together.
     """
+    if adjoints is None:
+        adjoints = ADJOINTS
     z0 = np.asarray(z0, dtype=float)
     theta = np.asarray(theta, dtype=float)
     ts = np.asarray(ts, dtype=float)
@@ -119,9 +129,7 @@ def check_gradients(model, z0, theta, ts, cotangent=None, adjoints=("discrete", 
     if cotangent is None:
         cotangent = np.random.default_rng(seed).normal(size=(ts.size, n))
     cotangent = np.asarray(cotangent, dtype=float)
-    from ._numeric.methods import get
-
-    fixed = get(method).fixed
+    fixed = get_method(method).fixed
     if eps is None:
         eps = 1e-6 if fixed else 1e-4
     solver = dict(method=method, rtol=rtol, atol=atol, dt=dt, **kwargs)

@@ -19,7 +19,16 @@ class FinalLoss:
 
 
 class ObservationLoss:
-    """L = sum_i expr(z(ts[i]), theta, ts[i], data[i]); terms with NaN data are skipped."""
+    """L = sum_i expr(z(ts[i]), theta, ts[i], data[i]).
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        An expression of the model's states, parameters, time and the data symbols.
+    data_symbols : sequence of sympy.Symbol
+        Stand for the columns of ``data`` (one row per output time). An additive term of ``expr`` that involves a
+        NaN data entry is skipped at that output time (a missing observation); +-inf is refused.
+    """
 
     def __init__(self, expr, data_symbols):
         if isinstance(expr, str):
