@@ -394,7 +394,8 @@ def cotangent(c, m, n, batch=None, name="cotangent"):
         raise InputValidationError(f"`{name}` has shape {C.shape}; expected {want} (len(ts), n_states)")
     if not np.all(np.isfinite(C)):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(C))[0])
-        raise InputValidationError(f"`{name}`{list(bad)} is {C[bad]}: a cotangent must be finite (no NaN or inf)")
+        raise InputValidationError(f"`{name}`{list(bad)} is not finite ({C[bad]}): a cotangent must be finite "
+                                   "(no NaN or inf)")
     return np.ascontiguousarray(C)
 
 
