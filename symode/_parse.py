@@ -51,12 +51,18 @@ built: text size, tokens per line, nesting depth (100, so that SymPy's own
 recursive printers and ``diff`` still work on the result), digits of number
 literals, the size of exact constants produced by powers, the size of numbers
 under exact roots, the magnitude of floating-point constants and a work
-budget proportional to the text length.  Hostile input is rejected with a
-`ModelParseError` (never a ``RecursionError``) in time roughly proportional
-to its length; small inputs finish well under a second.  The remaining cost
-that is not bounded exactly is SymPy's own evaluation of non-integer powers
-of compound expressions (e.g. ``sqrt(cosh(a + b)^2)``), which is that of
-building the same expression with SymPy directly.
+budget proportional to the text length (work units, plus CPU time:
+``BASE_SECONDS`` + ``SECONDS_PER_CHAR`` per character, which bounds SymPy's
+own evaluation where the units underestimate it).  Hostile input is rejected
+with a `ModelParseError` (never a ``RecursionError``) in time roughly
+proportional to its length; small inputs finish well under a second.
+
+Expressions are built with *real* symbols and renamed to plain symbols at
+the end without re-evaluation: the model is real (``ODE`` renames to real
+symbols anyway), and SymPy's evaluation of non-integer powers of compound
+expressions with complex symbols (e.g. ``sqrt(cosh(a + b)^2)``) analyses
+branch cuts at a cost of tens of milliseconds a term.  So ``sqrt(x^2)``
+parses to ``Abs(x)``, as SymPy simplifies it for a real ``x``.
 
 Errors
 ------
@@ -121,7 +127,7 @@ except ImportError:  # pragma: no cover - depends on how the package is laid out
 __all__ = [
     "FUNCTION_NAMES",
     "ModelParseError",
-    "ModelSpec",
+    "ParsedModel",
     "RESERVED_NAMES",
     "parse_model_file",
     "parse_model_text",
@@ -260,8 +266,9 @@ _KEYS = ("states", "params", "time", "name", "z0", "theta")
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """Parsed content of a model text.
+class ParsedModel:
+    """Parsed content of a model text (what ``ODE.from_text`` builds an ``ODE`` from; not to be confused
+    with ``symode.distributed.ModelSpec``, a compiled model's shippable definition).
 
     Attributes
     ----------
@@ -1157,8 +1164,8 @@ def _locate(text: str, index: int) -> tuple[int, int]:
     return line, index - start + 1
 
 
-def parse_model_text(text: str) -> ModelSpec:
-    """Parse a model written in symode's text format into a `ModelSpec`.
+def parse_model_text(text: str) -> ParsedModel:
+    """Parse a model written in symode's text format into a `ParsedModel`.
 
     Parameters
     ----------
@@ -1167,7 +1174,7 @@ def parse_model_text(text: str) -> ModelSpec:
 
     Returns
     -------
-    ModelSpec
+    ParsedModel
         States, parameters, time symbol, right-hand sides, defaults and name.
 
     Raises
@@ -1299,7 +1306,7 @@ def parse_model_text(text: str) -> ModelSpec:
             raise keys[key].error(f"'{key}:' has {len(defaults[key])} values but there are "
                                   f"{len(ordered[kind])} {what}")
 
-    return ModelSpec(
+    return ParsedModel(
         states=tuple(symbols[d.name] for d in ordered["state"]),
         params=tuple(symbols[d.name] for d in ordered["param"]),
         t=symbols[time_name] if time_declared else None,
@@ -1371,7 +1378,7 @@ def _equation_head(ts: _TokenStream, time_name: str) -> tuple[str, _Token]:
 # --------------------------------------------------------------------------
 
 
-def parse_model_file(path: str | os.PathLike) -> ModelSpec:
+def parse_model_file(path: str | os.PathLike) -> ParsedModel:
     """Read a UTF-8 model file and parse it with `parse_model_text`.
 
     Parameters
@@ -1381,7 +1388,7 @@ def parse_model_file(path: str | os.PathLike) -> ModelSpec:
 
     Returns
     -------
-    ModelSpec
+    ParsedModel
         The parsed model.
 
     Raises
