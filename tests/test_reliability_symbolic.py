@@ -130,8 +130,9 @@ def test_deep_nesting_is_refused_at_construction(build):
     assert time.perf_counter() - t0 < 2.0
 
 
-def test_deep_nesting_in_network_inputs_is_refused():
-    blk = nn.dense([_nest(150, sp.sin)], 2, name="deep")
+@pytest.mark.parametrize("depth", [150, 5000])
+def test_deep_nesting_in_network_inputs_is_refused(depth):
+    blk = nn.dense([_nest(depth, lambda e: sp.sin(e, evaluate=False))], 2, name="deep")
     with pytest.raises(symode.ModelTooLargeError, match="input 0 of network block 'deep'"):
         symode.ODE([blk[0], blk[1]], [x, y], params=list(blk.params))
 

@@ -401,7 +401,9 @@ def collect_networks(rhs, params, mapping, check_expr):
         if blk is None or atom.k >= blk.n_outputs or blk.outputs[atom.k] != atom:
             raise ModelError(f"'{atom}' is not an output of a known network block")
         found[uid] = blk
-        for e in blk.inputs:
+        for i, e in enumerate(blk.inputs):
+            # checked (depth first, iteratively) before anything recursive such as free_symbols touches it
+            check_expr(e, f"input {i} of network block {blk.name!r}")
             todo |= _net_atoms(e)
     if not found:
         return None
@@ -425,7 +427,6 @@ def collect_networks(rhs, params, mapping, check_expr):
     for cb in blocks:
         blk = cb.block
         for i, e in enumerate(blk.inputs):
-            check_expr(e, f"input {i} of network block {blk.name!r}")
             later = [a for a in _net_atoms(e) if a.uid >= blk.uid]
             if later:
                 raise ModelError(f"input {i} of network block {blk.name!r} uses '{later[0]}', which is not the "
