@@ -51,12 +51,18 @@ built: text size, tokens per line, nesting depth (100, so that SymPy's own
 recursive printers and ``diff`` still work on the result), digits of number
 literals, the size of exact constants produced by powers, the size of numbers
 under exact roots, the magnitude of floating-point constants and a work
-budget proportional to the text length.  Hostile input is rejected with a
-`ModelParseError` (never a ``RecursionError``) in time roughly proportional
-to its length; small inputs finish well under a second.  The remaining cost
-that is not bounded exactly is SymPy's own evaluation of non-integer powers
-of compound expressions (e.g. ``sqrt(cosh(a + b)^2)``), which is that of
-building the same expression with SymPy directly.
+budget proportional to the text length (work units, plus CPU time:
+``BASE_SECONDS`` + ``SECONDS_PER_CHAR`` per character, which bounds SymPy's
+own evaluation where the units underestimate it).  Hostile input is rejected
+with a `ModelParseError` (never a ``RecursionError``) in time roughly
+proportional to its length; small inputs finish well under a second.
+
+Expressions are built with *real* symbols and renamed to plain symbols at
+the end without re-evaluation: the model is real (``ODE`` renames to real
+symbols anyway), and SymPy's evaluation of non-integer powers of compound
+expressions with complex symbols (e.g. ``sqrt(cosh(a + b)^2)``) analyses
+branch cuts at a cost of tens of milliseconds a term.  So ``sqrt(x^2)``
+parses to ``Abs(x)``, as SymPy simplifies it for a real ``x``.
 
 Errors
 ------
@@ -73,6 +79,7 @@ import operator
 import os
 import re
 import stat
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -120,7 +127,7 @@ except ImportError:  # pragma: no cover - depends on how the package is laid out
 __all__ = [
     "FUNCTION_NAMES",
     "ModelParseError",
-    "ModelSpec",
+    "ParsedModel",
     "RESERVED_NAMES",
     "parse_model_file",
     "parse_model_text",
@@ -169,6 +176,18 @@ WORK_PER_CHAR = 5
 #: Work units charged per node of an argument that SymPy may inspect with
 #: its assumption system (function arguments, bases of non-integer powers).
 ASSUMPTION_COST = 3
+#: Work units charged per node of the base of a non-integer power whose base
+#: is itself a power or an exponential (``sqrt(cosh(x)^2)``, ``exp(x)^0.5``):
+#: SymPy's evaluation of such powers analyses branch cuts (tens to hundreds
+#: of microseconds per node even with real symbols).
+BRANCH_COST = 40
+#: Time part of the work budget, in seconds of CPU time of this process (not
+#: wall-clock time, so that a loaded machine does not change the outcome much):
+#: ``BASE_SECONDS`` plus ``SECONDS_PER_CHAR`` per character of text.  It bounds
+#: the time of SymPy's own evaluation where the work units underestimate it.
+BASE_SECONDS = 0.5
+#: CPU seconds of parsing allowed per character of model text.
+SECONDS_PER_CHAR = 100e-6
 
 _LOG10_2 = math.log10(2.0)
 
@@ -247,8 +266,9 @@ _KEYS = ("states", "params", "time", "name", "z0", "theta")
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """Parsed content of a model text.
+class ParsedModel:
+    """Parsed content of a model text (what ``ODE.from_text`` builds an ``ODE`` from; not to be confused
+    with ``symode.distributed.ModelSpec``, a compiled model's shippable definition).
 
     Attributes
     ----------
@@ -542,6 +562,11 @@ def _root_digits(expr: sympy.Expr) -> float:
     return 0.0
 
 
+def _branchy(expr: sympy.Expr) -> bool:
+    """Whether a non-integer power of `expr` makes SymPy analyse branch cuts."""
+    return (expr.is_Pow and not expr.base.is_Number) or isinstance(expr, sympy.exp)
+
+
 def _coeff_digits(expr: sympy.Expr) -> float:
     """Largest size of the numbers a power of `expr` would evaluate."""
     if expr.is_Number:
@@ -636,10 +661,13 @@ class _ExprParser:
         Work budget shared by all expressions of a model.
     """
 
-    def __init__(self, names: dict, time_declared: bool, work_limit: int):
+    def __init__(self, names: dict, time_declared: bool, work_limit: int,
+                 time_limit: float = math.inf):
         self.names = names
         self.time_declared = time_declared
         self.work_limit = work_limit
+        self.time_limit = time_limit
+        self.deadline = time.process_time() + time_limit
         self.work = 0
         self.mass = 0.0
         self._sizes: dict[int, tuple[sympy.Basic, int]] = {}
@@ -650,7 +678,19 @@ class _ExprParser:
         """Add `units` to the work counter, raising when over budget."""
         self.work += units
         if self.work > self.work_limit:
-            raise tok.error("model is too complex to parse (work limit exceeded)")
+            raise tok.error(f"model is too complex to parse (work limit exceeded: more than "
+                            f"{self.work_limit} units; the limit is {BASE_WORK} + "
+                            f"{WORK_PER_CHAR} per character of text)")
+        self.check_time(tok)
+
+    def check_time(self, tok: _Token) -> None:
+        """Raise when the wall-clock part of the work budget is spent."""
+        if time.process_time() > self.deadline:
+            raise tok.error(f"model is too complex to parse (work limit exceeded: parsing "
+                            f"took more than {self.time_limit:.2f} s; the limit is "
+                            f"{BASE_SECONDS} s + {SECONDS_PER_CHAR * 1e6:g} us per character "
+                            "of text; SymPy evaluates non-integer powers of powers and of "
+                            "exponentials slowly)")
 
     def size(self, expr: sympy.Basic) -> int:
         """Return the number of nodes of `expr` (memoised, iterative)."""
@@ -789,7 +829,10 @@ class _ExprParser:
         if exp.is_Integer:
             self.charge(2 + len(base.args), tok)
         else:
-            self.charge(self.inspect_cost(base, exp), tok)
+            units = self.inspect_cost(base, exp)
+            factors = base.args if base.is_Mul else (base,)
+            units += BRANCH_COST * sum(self.size(f) for f in factors if _branchy(f))
+            self.charge(units, tok)
         if exp.is_Number:
             if base.is_Number and base.is_zero and exp.is_negative:
                 raise tok.error("division by zero")
@@ -857,6 +900,7 @@ class _ExprParser:
         """Call a SymPy constructor, turning its failures into parse errors."""
         try:
             result = func(*args)
+            self.check_time(tok)
         except ModelParseError:
             raise
         except RecursionError:
@@ -1120,8 +1164,8 @@ def _locate(text: str, index: int) -> tuple[int, int]:
     return line, index - start + 1
 
 
-def parse_model_text(text: str) -> ModelSpec:
-    """Parse a model written in symode's text format into a `ModelSpec`.
+def parse_model_text(text: str) -> ParsedModel:
+    """Parse a model written in symode's text format into a `ParsedModel`.
 
     Parameters
     ----------
@@ -1130,7 +1174,7 @@ def parse_model_text(text: str) -> ModelSpec:
 
     Returns
     -------
-    ModelSpec
+    ParsedModel
         States, parameters, time symbol, right-hand sides, defaults and name.
 
     Raises
@@ -1221,8 +1265,16 @@ def parse_model_text(text: str) -> ModelSpec:
                      "another name to use 't' as a state or parameter", d.line, d.col)
 
     symbols = {name: sympy.Symbol(name) for name in decls}
-    parser = _ExprParser(symbols, time_declared,
-                         BASE_WORK + WORK_PER_CHAR * len(text))
+    # Expressions are built with real symbols: symode's models are real, and SymPy answers assumption queries
+    # about functions of real symbols directly, whereas for complex symbols its automatic evaluation of
+    # non-integer powers (e.g. ``sqrt(cosh(x + a)^2)``) analyses branch cuts with ``arg``, ``floor`` and
+    # ``Mod`` (tens of milliseconds per term). The results are renamed to the plain symbols at the end
+    # without re-evaluation (`_rename`).
+    real = {name: sympy.Symbol(name, real=True) for name in decls}
+    to_plain = {real[name]: symbols[name] for name in decls}
+    parser = _ExprParser(real, time_declared,
+                         BASE_WORK + WORK_PER_CHAR * len(text),
+                         BASE_SECONDS + SECONDS_PER_CHAR * len(text))
     rhs: dict[str, sympy.Expr] = {}
     first_eq: dict[str, int] = {}
     for lineno, code in equations:
@@ -1242,7 +1294,7 @@ def parse_model_text(text: str) -> ModelSpec:
             raise start.error("missing expression after '='")
         expr = parser.parse(ts)
         _check_real(expr, start, parser)
-        rhs[state] = expr
+        rhs[state] = _rename(expr, to_plain, parser, start)
         first_eq[state] = lineno
 
     for decl in ordered["state"]:
@@ -1254,7 +1306,7 @@ def parse_model_text(text: str) -> ModelSpec:
             raise keys[key].error(f"'{key}:' has {len(defaults[key])} values but there are "
                                   f"{len(ordered[kind])} {what}")
 
-    return ModelSpec(
+    return ParsedModel(
         states=tuple(symbols[d.name] for d in ordered["state"]),
         params=tuple(symbols[d.name] for d in ordered["param"]),
         t=symbols[time_name] if time_declared else None,
@@ -1262,6 +1314,36 @@ def parse_model_text(text: str) -> ModelSpec:
         defaults=defaults,
         name=model_name,
     )
+
+
+def _rename(expr: sympy.Expr, sub: dict, parser: _ExprParser, tok: _Token) -> sympy.Expr:
+    """Replace symbols by `sub` without re-evaluating any node (iterative; the structure is kept).
+
+    Add and Mul keep their argument order (SymPy orders symbols by name, which the renaming keeps);
+    powers and functions are rebuilt unevaluated.
+    """
+    memo: dict = {}
+    stack = [(expr, False)]
+    while stack:
+        node, ready = stack.pop()
+        if node in memo:
+            continue
+        if not node.args:
+            memo[node] = sub.get(node, node)
+            continue
+        if not ready:
+            stack.append((node, True))
+            stack.extend((a, False) for a in node.args if a not in memo)
+            continue
+        parser.charge(1, tok)
+        args = tuple(memo[a] for a in node.args)
+        if all(new is old for new, old in zip(args, node.args)):
+            memo[node] = node
+        elif node.is_Add or node.is_Mul:
+            memo[node] = node.func._from_args(args, node.is_commutative)
+        else:
+            memo[node] = node.func(*args, evaluate=False)
+    return memo[expr]
 
 
 def _equation_head(ts: _TokenStream, time_name: str) -> tuple[str, _Token]:
@@ -1296,7 +1378,7 @@ def _equation_head(ts: _TokenStream, time_name: str) -> tuple[str, _Token]:
 # --------------------------------------------------------------------------
 
 
-def parse_model_file(path: str | os.PathLike) -> ModelSpec:
+def parse_model_file(path: str | os.PathLike) -> ParsedModel:
     """Read a UTF-8 model file and parse it with `parse_model_text`.
 
     Parameters
@@ -1306,7 +1388,7 @@ def parse_model_file(path: str | os.PathLike) -> ModelSpec:
 
     Returns
     -------
-    ModelSpec
+    ParsedModel
         The parsed model.
 
     Raises

@@ -21,7 +21,7 @@ from symode._parse import (
     FUNCTION_NAMES,
     RESERVED_NAMES,
     ModelParseError,
-    ModelSpec,
+    ParsedModel,
     parse_model_file,
     parse_model_text,
 )
@@ -64,7 +64,7 @@ def assert_at(err, line, col):
 
 def test_lotka_volterra_parses_to_exact_expressions():
     spec = parse_model_text(LV)
-    assert isinstance(spec, ModelSpec)
+    assert isinstance(spec, ParsedModel)
     assert spec.states == (x, y)
     assert spec.params == (alpha, beta, gamma, delta)
     assert spec.t == t

@@ -1,1 +1,2 @@
-"""Symbolic layer: model validation and exact derivatives (SymPy only, never numba)."""
+"""Symbolic layer: model validation, exact derivatives, network blocks (symbolic side) and the transforms that
+build auxiliary systems. SymPy and NumPy only: never numba, symode.nn, the code generator or the engine."""

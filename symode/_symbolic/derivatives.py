@@ -7,7 +7,32 @@ the Jacobian's nonzero entries once (with common subexpressions shared) and form
 """
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
+
+from .._errors import ModelTooLargeError
+
+
+def _too_deep(what):
+    return ModelTooLargeError(
+        f"{what} exceeded Python's recursion limit in SymPy (the expressions are nested too deeply); symode "
+        "refuses right-hand sides nested more than MAX_EXPRESSION_DEPTH levels at construction, so this is "
+        "a deeply nested combination of them. Introduce intermediate states, compute repeated structure in a "
+        "network block (symode.nn), or simplify the expressions")
+
+
+def _recursion_guard(what):
+    """Turn a RecursionError inside SymPy into a ModelTooLargeError naming `what`."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except RecursionError:
+                raise _too_deep(what) from None
+        return inner
+    return wrap
 
 
 class Derivatives:
@@ -169,6 +194,7 @@ class NetworkDerivatives:
         return {i: _runs(c) for i, c in cols.items()}
 
     # ------------------------------------------------------------------ flat (display / reference) forms
+    @_recursion_guard("differentiating the model (flat network form)")
     def _flat_derivatives(self):
         if self._flat is None:
             model = self._model
@@ -198,8 +224,12 @@ class NetworkDerivatives:
     dense_jac_theta = Derivatives.dense_jac_theta
 
 
+@_recursion_guard("differentiating the model")
 def derivatives(model):
-    """The derivative structure of a canonical model (plain or with network blocks)."""
+    """The derivative structure of a canonical model (plain or with network blocks).
+
+    Raises ModelTooLargeError (never a RecursionError) when SymPy's recursive differentiation runs out of
+    stack."""
     if getattr(model, "networks", None) is not None:
         return NetworkDerivatives(model)
     return Derivatives(model)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import unicodedata
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from .._errors import ModelError, UnsupportedExpressionError
+from .._errors import ModelError, ModelTooLargeError, UnsupportedExpressionError
 
 # Canonical symbols. User symbols are replaced by these (simultaneously, with xreplace) before any
 # differentiation or printing, so no user name can reach generated code.
@@ -25,6 +26,130 @@ def canonical_symbols(prefix, n):
 T_CANON = sp.Symbol("t_", real=True)
 
 _BAD_ATOMS = (sp.Derivative, sp.Integral, AppliedUndef, sp.Subs, sp.Order)
+
+#: Deepest expression tree accepted (levels of nested operations, e.g. ``sin(sin(...))``). SymPy
+#: differentiates, eliminates common subexpressions and prints recursively; a tree much deeper than this
+#: exhausts Python's recursion limit there (measured: 150 nested ``sin`` fail in ``diff``).
+MAX_EXPRESSION_DEPTH = 100
+
+#: Functions a right-hand side may use: each is printed by the code generator and so are its derivatives
+#: (first and second order: the stiff adjoint uses both). ``sqrt``, ``cbrt`` and ``root`` are powers;
+#: ``min``/``max`` are ``Min``/``Max``.
+SUPPORTED_FUNCTIONS = {
+    f.__name__: f for f in (
+        sp.sin, sp.cos, sp.tan, sp.asin, sp.acos, sp.atan, sp.atan2,
+        sp.sinh, sp.cosh, sp.tanh, sp.asinh, sp.acosh, sp.atanh,
+        sp.exp, sp.log, sp.Abs, sp.sign, sp.Heaviside, sp.DiracDelta, sp.Min, sp.Max,
+        sp.erf, sp.erfc, sp.Piecewise,
+    )
+}
+# Logical connectives, inside Piecewise conditions only.
+_BOOLEAN_FUNCTIONS = (sp.And, sp.Or, sp.Not)
+_SUPPORTED_APPLIED = tuple(SUPPORTED_FUNCTIONS.values()) + _BOOLEAN_FUNCTIONS
+_OPERATIONS = (sp.Add, sp.Mul, sp.Pow, sp.core.relational.Relational, sp.functions.elementary.piecewise.ExprCondPair)
+_HINTS = {
+    "floor": "discontinuous functions (floor, ceiling, frac, Mod) have no useful derivative; write the "
+             "switch with Piecewise or Heaviside",
+    "gamma": "gamma-like functions (gamma, factorial, loggamma) need polygamma in their derivatives, which "
+             "cannot be compiled",
+}
+_HINTS.update({k: _HINTS["floor"] for k in ("ceiling", "frac", "Mod", "KroneckerDelta")})
+_HINTS.update({k: _HINTS["gamma"] for k in ("factorial", "loggamma", "polygamma", "RisingFactorial")})
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def supported_functions_text():
+    """The supported functions as a sentence (for error messages and documentation)."""
+    names = sorted((n for n in SUPPORTED_FUNCTIONS if n not in ("Min", "Max", "Piecewise")), key=str.lower)
+    return (", ".join(names) + ", Min, Max, Piecewise (with a default branch) and sqrt/powers; "
+            "+, -, *, / and real numbers")
+
+
+def _short(num):
+    text = str(num)
+    return text if len(text) <= 40 else f"{text[:12]}...{text[-6:]} ({len(text)} characters)"
+
+
+def _check_number(node, what):
+    """Refuse a number that float64 cannot hold (overflow to inf, or underflow of a nonzero to 0)."""
+    if node.is_zero:
+        return
+    try:
+        v = float(node)
+    except (OverflowError, ValueError, TypeError):
+        v = math.inf
+    if not math.isfinite(v) or abs(v) > _FLOAT_MAX:
+        raise ModelError(f"{what} contains the number {_short(node)}, outside the float64 range (about "
+                         "1.8e308): the compiled model computes in float64; rescale the model or write the "
+                         "number as a parameter")
+    if v == 0.0:
+        raise ModelError(f"{what} contains the number {_short(node)}, which underflows to 0 in float64: the "
+                         "compiled model computes in float64; rescale the model or write the number as a "
+                         "parameter")
+
+
+def _check_expression(e, what):
+    """Check one expression iteratively (no recursion, whatever its depth): tree depth, supported functions
+    and operations, numbers in float64 range, no infinities, NaN or I, Piecewise with a default branch.
+
+    Runs before anything recursive (free symbols, renaming, derivatives) touches the expression.
+    """
+    if isinstance(what, int):
+        what = f"`rhs[{what}]`"
+    height = {}
+    stack = [(e, False)]
+    while stack:
+        node, ready = stack.pop()
+        key = id(node)
+        if key in height and not ready:
+            continue
+        args = node.args
+        if not ready:
+            _check_node(node, what)
+            if args:
+                stack.append((node, True))
+                stack.extend((a, False) for a in args if id(a) not in height)
+            else:
+                height[key] = 1
+            continue
+        h = 1 + max(height[id(a)] for a in args)
+        height[key] = h
+        if h > MAX_EXPRESSION_DEPTH:
+            raise ModelTooLargeError(
+                f"{what} is nested more than {MAX_EXPRESSION_DEPTH} levels deep (e.g. sin(sin(...)) or "
+                f"((x + 1)*x + 1)*x...); SymPy's recursive differentiation and printing cannot handle deeper "
+                "expressions. Introduce intermediate states, compute repeated structure in a network block "
+                "(symode.nn), or simplify the expression")
+
+
+def _check_node(node, what):
+    if node.is_Atom:
+        if node in (sp.zoo, sp.oo, -sp.oo, sp.nan) or node is sp.S.NegativeInfinity:
+            raise UnsupportedExpressionError(f"{what} contains an infinity or NaN: {node}")
+        if node is sp.I:
+            raise UnsupportedExpressionError(f"{what} contains the imaginary unit I; only real models are "
+                                             "supported")
+        if node.is_Number:
+            _check_number(node, what)
+        elif not (node.is_Symbol or isinstance(node, (sp.NumberSymbol, sp.logic.boolalg.BooleanAtom))):
+            raise UnsupportedExpressionError(f"{what} contains `{node}` ({type(node).__name__}), which cannot "
+                                             "be compiled")
+        return
+    if isinstance(node, _BAD_ATOMS):
+        raise UnsupportedExpressionError(f"{what} contains `{_short(node)}`, which cannot be compiled "
+                                         f"({type(node).__name__}); replace it by an explicit expression")
+    if isinstance(node, _SUPPORTED_APPLIED):
+        if isinstance(node, sp.Piecewise) and not node.args[-1].cond == sp.true:
+            raise UnsupportedExpressionError(f"{what} has a Piecewise without a default (True) branch: "
+                                             f"{_short(node)}")
+        return
+    if isinstance(node, _OPERATIONS):
+        return
+    name = getattr(node.func, "__name__", type(node).__name__)
+    hint = _HINTS.get(name)
+    raise UnsupportedExpressionError(
+        f"{what} uses `{name}` ({_short(node)}), which symode cannot compile with exact derivatives"
+        + (f" ({hint})" if hint else "") + f". Supported: {supported_functions_text()}")
 
 
 def _as_list(obj, what):
@@ -63,33 +188,14 @@ def _to_expr(e, i):
     return e
 
 
-def _check_expression(e, i):
-    if e.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
-        raise UnsupportedExpressionError(f"`rhs[{i}]` contains an infinity or NaN: {e}")
-    if e.has(sp.I):
-        raise UnsupportedExpressionError(f"`rhs[{i}]` contains the imaginary unit I: {e}; only real models "
-                                         "are supported")
-    for node in sp.preorder_traversal(e):
-        if isinstance(node, _BAD_ATOMS):
-            raise UnsupportedExpressionError(f"`rhs[{i}]` contains `{node}`, which cannot be compiled "
-                                             f"({type(node).__name__}); replace it by an explicit expression")
-        if isinstance(node, (sp.Piecewise,)):
-            if not node.args[-1].cond == sp.true:
-                raise UnsupportedExpressionError(f"`rhs[{i}]` has a Piecewise without a default (True) "
-                                                 f"branch: {node}")
-
-
 def _collect_networks(rhs, params, mapping, declared_set):
-    """Network blocks used by `rhs` (see symode.nn.collect_networks); their inputs are checked like rhs."""
+    """Network blocks used by `rhs` (see networks.collect_networks); their inputs are checked like rhs."""
     if not any(getattr(s, "_symode_net_output", False) for e in rhs for s in e.free_symbols):
         return None
-    from ..nn import collect_networks
+    from .networks import collect_networks
 
     def check(e, what):
-        try:
-            _check_expression(e, 0)
-        except UnsupportedExpressionError as ex:
-            raise UnsupportedExpressionError(str(ex).replace("`rhs[0]`", what)) from None
+        _check_expression(e, what)
         undeclared = {s for s in e.free_symbols - declared_set if not getattr(s, "_symode_net_output", False)}
         if undeclared:
             raise ModelError(f"{what} uses undeclared symbol(s) {', '.join(sorted(map(str, undeclared)))}; declare "
