@@ -68,7 +68,8 @@ from . import _validate as V
 from ._errors import InputValidationError, IntegrationError, ModelError
 from ._engine.config import DEFAULTS, SOLVER_KEYS
 from ._solution import Gradient, Solution
-from ._symbolic.losses import running_cost_system
+from ._symbolic.networks import blocks_registered, network_blocks
+from ._symbolic.transforms import running_cost_system
 
 __all__ = ["ModelSpec", "iter_solve", "map_solve", "map_value_and_grad", "map_vjp", "ChunkResult"]
 
@@ -95,7 +96,7 @@ class ModelSpec:
         sym = model._sym
         self.key = sym.key()
         self.n, self.p = sym.n, sym.p
-        definition = (_network_blocks(sym.rhs), tuple(sym.rhs), tuple(sym.states), tuple(sym.params), sym.t)
+        definition = (network_blocks(sym.rhs), tuple(sym.rhs), tuple(sym.states), tuple(sym.params), sym.t)
         self.payload = pickle.dumps(definition, protocol=pickle.HIGHEST_PROTOCOL)
         names = sp.srepr((tuple(sym.states), tuple(sym.params), sym.t))
         self.rkey = hashlib.sha256((self.key + "|" + names).encode()).hexdigest()
@@ -112,7 +113,7 @@ class ModelSpec:
         from .ode import ODE
 
         blocks, rhs, states, params, t = pickle.loads(self.payload)
-        with _blocks_registered(blocks):
+        with blocks_registered(blocks):
             model = ODE(list(rhs), states=list(states), params=list(params), t=t)
             if model._sym.key() != self.key:
                 raise ModelError("the model rebuilt on this worker hashes differently from the client's "
@@ -124,42 +125,6 @@ class ModelSpec:
 
     def __repr__(self):
         return f"ModelSpec(key={self.key[:12]}..., n={self.n}, p={self.p}, {len(self.payload)} bytes)"
-
-
-def _network_blocks(rhs):
-    """{uid: Block} of the network blocks (symode.nn) a right-hand side uses, directly or through other blocks."""
-    found = {}
-    todo = [s for e in rhs for s in e.free_symbols if getattr(s, "_symode_net_output", False)]
-    while todo:
-        s = todo.pop()
-        if s.uid in found:
-            continue
-        block = s.block
-        found[s.uid] = block
-        todo.extend(a for e in block.inputs for a in e.free_symbols if getattr(a, "_symode_net_output", False))
-    return found
-
-
-_BLOCKS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _blocks_registered(blocks):
-    """Make the shipped blocks the ones their output atoms name while the model is built here."""
-    if not blocks:
-        yield
-        return
-    from . import nn
-
-    with _BLOCKS_LOCK:
-        saved = {uid: nn._REGISTRY.get(uid) for uid in blocks}
-        nn._REGISTRY.update(blocks)
-        try:
-            yield
-        finally:
-            for uid, old in saved.items():
-                if old is not None:
-                    nn._REGISTRY[uid] = old
 
 
 _SPECS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -723,8 +688,8 @@ def _running_cost_model(model, expr):
     cache = _AUGMENTED.setdefault(model, {})
     key = sp.srepr(sp.sympify(expr))
     if key not in cache:
-        rhs, states, params, t = running_cost_system(model._sym, expr)
-        cache[key] = ODE(rhs, states=states, params=params, t=t)
+        aug = running_cost_system(model._sym, expr)
+        cache[key] = ODE(list(aug.rhs), states=list(aug.states), params=list(aug.params), t=aug.t)
     return cache[key]
 
 

@@ -17,6 +17,8 @@ from ._engine.runtime import ModelRuntime
 from ._errors import InputValidationError
 from ._numeric import rk
 from ._symbolic.model import SymbolicModel
+from ._symbolic.networks import blocks_registered, network_blocks
+from ._symbolic.transforms import gradient_flow_system
 
 DEFAULT_MAX_STEPS = D.max_steps
 # ``solve(..., client=)`` hands a batch to symode.distributed, which sits above this module (its workers rebuild
@@ -106,11 +108,9 @@ class ODE:
         # belong to one process: they are rebuilt there (or loaded from the on-disk caches) on first use.
         # Network blocks (symode.nn) travel with the model; public attributes set on the instance (e.g.
         # gradient_flow's ``loss_expr``) too.
-        from .distributed import _network_blocks
-
         sym = self._sym
         extra = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        args = (type(self), sym.rhs, sym.states, sym.params, sym.t, _network_blocks(sym.rhs))
+        args = (type(self), sym.rhs, sym.states, sym.params, sym.t, network_blocks(sym.rhs))
         return (_rebuild_ode, args, extra or None)
 
     def __repr__(self):
@@ -400,10 +400,8 @@ class ODE:
 
 def _rebuild_ode(cls, rhs, states, params, t, blocks=None):
     """Unpickle a model from its SymPy definition (see ODE.__reduce__)."""
-    from .distributed import _blocks_registered
-
     obj = cls.__new__(cls)
-    with _blocks_registered(blocks):
+    with blocks_registered(blocks):
         ODE.__init__(obj, list(rhs), states=list(states), params=list(params), t=t)
     return obj
 
@@ -434,9 +432,7 @@ def gradient_flow(loss_expr, params, eta=1.0):
     >>> th = sp.Symbol("theta")
     >>> flow = symode.gradient_flow(th**4 / 2, [th], eta=0.1)
     """
-    from ._symbolic.gradient_flow import gradient_flow_rhs
-
-    rhs, extra = gradient_flow_rhs(loss_expr, params, eta)
-    ode = ODE(rhs, states=list(params), params=extra)
+    flow = gradient_flow_system(loss_expr, params, eta)
+    ode = ODE(list(flow.rhs), states=list(flow.states), params=list(flow.params))
     ode.loss_expr = loss_expr
     return ode

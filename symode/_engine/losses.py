@@ -22,8 +22,8 @@ from .._compiled import _END, versions_tag
 from .._errors import InputValidationError, ModelError
 from .. import _validate as V
 from .._numeric.losses import eval_loss_rows, fill_data_rows
-from .._symbolic.losses import FinalLoss, ObservationLoss, RunningCost, running_cost_system
-from .._symbolic.model import SymbolicModel
+from .._symbolic.losses import FinalLoss, ObservationLoss, RunningCost
+from .._symbolic.transforms import running_cost_system
 from .._version import __version__
 from .adjoints.discrete import FusedLoss
 from .batch import broadcast, is_batch, vjp_batch
@@ -247,7 +247,7 @@ def _value_and_grad_batch(rt: ModelRuntime, loss, z0, theta, ts, data, adjoint, 
 def running_cost_model(rt: ModelRuntime, expr) -> ModelRuntime:
     """The model augmented with the running cost's quadrature state (cached per model and cost)."""
     return rt.memo("running_cost", sp.srepr(sp.sympify(expr)),
-                   lambda: ModelRuntime(SymbolicModel(*running_cost_system(rt.sym, expr))))
+                   lambda: ModelRuntime(running_cost_system(rt.sym, expr)))
 
 
 def _running_cost(rt: ModelRuntime, loss, z0, theta, ts, adjoint, solver_kwargs):

@@ -15,14 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import sympy as sp
 
 from .._errors import InputValidationError
 from .._numeric import methods as M
 from .._numeric import rosenbrock as ros
 from .._numeric.clock import clock_address
 from .._solution import Solution, failure
-from .._symbolic.model import SymbolicModel
+from .._symbolic.transforms import sensitivity_system
 from .config import SolverConfig, rk_arrays
 from .explicit import IntegrationResult, make_solution
 from .runtime import ModelRuntime
@@ -132,15 +131,7 @@ def sensitivity_model(rt: ModelRuntime) -> ModelRuntime:
     S' = (df/dz) S (+ df/dtheta). Its exact Jacobian (second derivatives of f included) is generated like any
     model's, so the Rosenbrock methods integrate the stiff sensitivity equations with it."""
     def build():
-        sym, d = rt.sym, rt.derivatives()
-        n, p = rt.n, rt.p
-        J = d.dense_jac_z().xreplace(sym.from_canon)
-        Jp = d.dense_jac_theta().xreplace(sym.from_canon)
-        Sz = sp.Matrix(n, n, lambda i, j: sp.Symbol(f"_symode_sz_{i}_{j}", real=True))
-        Sp = sp.Matrix(n, p, lambda i, k: sp.Symbol(f"_symode_sp_{i}_{k}", real=True)) if p else sp.zeros(n, 0)
-        rhs = list(sym.rhs) + list(J * Sz) + (list(J * Sp + Jp) if p else [])
-        states = list(sym.states) + list(Sz) + list(Sp)
-        return ModelRuntime(SymbolicModel(rhs, states, list(sym.params), sym.t))
+        return ModelRuntime(sensitivity_system(rt.sym, rt.derivatives()))
 
     return rt.memo("sensitivity_model", None, build)
 

@@ -44,10 +44,3 @@ class RunningCost:
         if isinstance(expr, str):
             _no_str()
         self.expr = expr
-
-
-def running_cost_system(sym, expr):
-    """(rhs, states, params, t) of the model augmented with the quadrature state q' = expr (the running cost's
-    integral is q(ts[-1]) with q(ts[0]) = 0); the adjoint then integrates it exactly like the dynamics."""
-    q = sp.Dummy("_symode_running_cost")
-    return list(sym.rhs) + [expr], list(sym.states) + [q], list(sym.params), sym.t

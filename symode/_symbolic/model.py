@@ -9,20 +9,11 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 
 from .._errors import ModelError, ModelTooLargeError, UnsupportedExpressionError
+from .canonical import canonical_symbols
+from .networks import collect_networks
 
-# Canonical symbols. User symbols are replaced by these (simultaneously, with xreplace) before any
+# Canonical symbols (canonical.py): user symbols are replaced by these (simultaneously, with xreplace) before any
 # differentiation or printing, so no user name can reach generated code.
-_CANON_CACHE: dict = {}
-
-
-def canonical_symbols(prefix, n):
-    """Return ``n`` canonical real symbols ``<prefix>_0 ...`` (shared, so hashing is stable)."""
-    key = (prefix, n)
-    if key not in _CANON_CACHE:
-        _CANON_CACHE[key] = tuple(sp.Symbol(f"{prefix}_{i}", real=True) for i in range(n))
-    return _CANON_CACHE[key]
-
-
 T_CANON = sp.Symbol("t_", real=True)
 
 _BAD_ATOMS = (sp.Derivative, sp.Integral, AppliedUndef, sp.Subs, sp.Order)
@@ -192,8 +183,6 @@ def _collect_networks(rhs, params, mapping, declared_set):
     """Network blocks used by `rhs` (see networks.collect_networks); their inputs are checked like rhs."""
     if not any(getattr(s, "_symode_net_output", False) for e in rhs for s in e.free_symbols):
         return None
-    from .networks import collect_networks
-
     def check(e, what):
         _check_expression(e, what)
         undeclared = {s for s in e.free_symbols - declared_set if not getattr(s, "_symode_net_output", False)}

@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 
 from .._errors import ModelError
-from .model import canonical_symbols
+from .canonical import canonical_symbols
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "softplus", "identity")
 _ALIASES = {"linear": "identity", "none": "identity", None: "identity", "logistic": "sigmoid"}

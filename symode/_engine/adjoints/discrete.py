@@ -9,7 +9,6 @@ step map with the auxiliary second-order kernel of :func:`second_order_model`.
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
 
 from ... import _status
 from ..._errors import InputValidationError, IntegrationError
@@ -18,7 +17,7 @@ from ..._numeric import rosenbrock_adjoint as ra
 from ..._numeric.batch import vjp_discrete_one
 from ..._numeric.clock import clock_address
 from ..._solution import Gradient, Solution, failure, step_stats
-from ..._symbolic.model import SymbolicModel
+from ..._symbolic.transforms import second_order_system
 from .. import stiff as st
 from ..runtime import ModelRuntime
 from .common import AdjointRequest, failed, finish, forward, nonfinite_gradient
@@ -138,31 +137,9 @@ def second_order_model(rt: ModelRuntime):
 
     Returns (aux runtime, hm_i, hm_j, ft_rows); aux is None when S vanishes identically (J and df/dt constant).
     """
-    sym = rt.sym
-    if getattr(sym, "networks", None) is not None:
-        raise InputValidationError(
-            "adjoint='discrete' through Rosenbrock steps needs second derivatives of f, which are generated only "
-            "for models without network blocks (symode.nn); use adjoint='checkpoint' (the continuous adjoint, "
-            "integrated backward with the same Rosenbrock method) or adjoint='forward'")
-
     def build():
-        derivs = rt.derivatives()
-        live = set(sym.z_c) | set(sym.theta_c) | {sym.t_c}
-        jz = [(ij, e) for ij, e in derivs.jac_z.items() if e.free_symbols & live]
-        jt = [(i, e) for i, e in sorted(derivs.jac_t.items()) if e.free_symbols & live]
-        hm_i = np.array([i for (i, _j), _e in jz], dtype=np.int64)
-        hm_j = np.array([j for (_i, j), _e in jz], dtype=np.int64)
-        ft_rows = np.array([i for i, _e in jt], dtype=np.int64)
-        aux = None
-        if jz or jt:
-            M = [sp.Symbol(f"_symode_hm_{i}_{j}", real=True) for (i, j), _e in jz]
-            u = [sp.Symbol(f"_symode_hu_{i}", real=True) for i, _e in jt]
-            S = sum((mij * e for mij, (_ij, e) in zip(M, jz)), sp.S.Zero)
-            S = S + sum((ui * e for ui, (_i, e) in zip(u, jt)), sp.S.Zero)
-            S = sym.to_user(S)
-            aux = ModelRuntime(SymbolicModel([S] + [sp.S.Zero] * (sym.n - 1), list(sym.states),
-                                             list(sym.params) + M + u, sym.t))
-        return aux, hm_i, hm_j, ft_rows
+        aux, hm_i, hm_j, ft_rows = second_order_system(rt.sym, rt.derivatives())
+        return (None if aux is None else ModelRuntime(aux)), hm_i, hm_j, ft_rows
 
     return rt.memo("second_order_model", None, build)
 
