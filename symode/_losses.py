@@ -102,10 +102,10 @@ class CompiledLoss:
         tag = sym.key() + f"|loss{LOSS_REVISION}|" + sp.srepr(e_c) + versions_tag()
         h = hashlib.sha256(tag.encode()).hexdigest()
         key = "L" + h[:40]
-        path = loader.module_path(key)
-        text = loader.read_valid(path, key)
-        if text is None:
-            from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel   # a cache miss
+        from ._codegen.build import get_or_build
+
+        def emit(timings):   # a cache miss
+            from ._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel
 
             smap = base_symbol_map(sym)
             smap.update({s: f"d[{j}]" for j, s in enumerate(d_c)})
@@ -117,10 +117,11 @@ class CompiledLoss:
             specs = [KernelSpec("loss_vg", "LVG_SIG", ["t", "z", "theta", "d", "out", "out_z", "out_theta"],
                                 [("out[0]", e_c)] + grads,
                                 shapes=dict(shp, out=(1,), out_z=(sym.n,), out_theta=(sym.p,)))]
-            text = HEADER.format(version=__version__, key=key) + "".join(emit_kernel(s, smap) + "\n" for s in specs)
-            text += _END
-            loader.write_atomic(path, text)
-        mod = loader.import_module(key, path)
+            return HEADER.format(version=__version__, key=key) + "".join(emit_kernel(s, smap) + "\n" for s in specs)
+
+        entry = get_or_build(key, emit)
+        self.path = entry.path
+        mod = entry.module
         self.addr = np.array([mod.loss_vg.address, int(uses_theta)], dtype=np.int64)
 
     def rows(self, m, final):
