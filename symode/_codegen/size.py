@@ -19,6 +19,7 @@ from .._errors import ModelTooLargeError
 MAX_GENERATED_OPS = 40_000   # $SYMODE_MAX_GENERATED_OPS overrides it (0: no limit, no check at all)
 MAX_DEPTH = 1_000            # nesting depth of one generated expression (Python's compiler fails near 3,000)
 MAX_LINE_CHARS = 50_000      # characters of one generated statement
+_PARSE_ABOVE = 400           # lines longer than this are parsed to measure their depth
 _OPS_PER_TERM = 7  # generated operations per (rhs operation + Jacobian nonzero), fitted on P2 and P5 (n=4..32)
 _OP_RE = re.compile(r"[-+*/]|\[|math\.")
 _ADVICE = ("Write large dense parts as network blocks (symode.nn: e.g. nn.dense(z, n, activation='tanh', "
@@ -128,13 +129,15 @@ def check_source(text):
     longest = max(map(len, text.splitlines()), default=0)
     if longest > MAX_LINE_CHARS:
         raise too_deep(f"a generated statement of {longest:,} characters (limit {MAX_LINE_CHARS:,})")
-    if longest > MAX_DEPTH:   # a deep expression needs a long line: parse only then
+    for line in text.splitlines():
+        if len(line) <= _PARSE_ABOVE:   # 200 nested parentheses or a deep chain need a long line: parse only those
+            continue
         try:
-            depth = _ast_depth(ast.parse(text))
+            depth = _ast_depth(ast.parse(line.strip()))
         except SyntaxError as e:
             if "nested" not in str(e):
-                return   # not a matter of size: the import reports it
-            raise too_deep(f"Python cannot parse it ({e})") from None
+                continue   # not a statement on its own (or not a matter of size: the import reports it)
+            raise too_deep(f"Python cannot parse it ({e.msg})") from None
         except (RecursionError, MemoryError) as e:
             raise too_deep(f"Python cannot parse it ({type(e).__name__})") from None
         if depth > MAX_DEPTH:
