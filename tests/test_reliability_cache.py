@@ -249,3 +249,32 @@ def test_unsafe_fallback_directory_is_not_used_and_the_temporary_one_is_removed(
     assert pathlib.Path(out["path"]) != bad and out["path"].startswith(str(tmp))
     assert not pathlib.Path(out["path"]).exists()                 # removed at exit
     assert sorted(p.name for p in tmp.iterdir()) == [bad.name]
+
+
+@pytest.mark.parametrize("where", ["emit", "import"])
+def test_recursion_error_while_building_is_model_too_large(tmp_path, monkeypatch, where):
+    monkeypatch.setenv("SYMODE_CACHE_DIR", str(tmp_path / "cache"))
+    from symode._codegen import emit, loader
+
+    def deep(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(*((emit, "emit_module", deep) if where == "emit" else (loader, "import_module", deep)))
+    x = sp.Symbol("x")
+    m = symode.ODE([-sp.Float(5.125 if where == "emit" else 5.375) * x], states=[x])
+    with pytest.raises(symode.ModelTooLargeError, match="recursion limit"):
+        m.compiled
+    assert not list((tmp_path / "cache").glob("symode_gen_*.py"))
+
+
+def test_losses_take_the_same_route(tmp_path, monkeypatch):
+    """A compiled loss is built like a model: under the lock, with a record of its digests."""
+    monkeypatch.setenv("SYMODE_CACHE_DIR", str(tmp_path / "cache"))
+    from symode._losses import CompiledLoss
+
+    x, k = sp.symbols("x k")
+    m = symode.ODE([-k * x], states=[x], params=[k])
+    cl = CompiledLoss(m, (x - sp.Float(0.8125)) ** 2)
+    assert cl.path.parent == tmp_path / "cache" and cl.path.with_suffix(".json").exists()
+    rec = json.loads(cl.path.with_suffix(".json").read_text())
+    assert rec["source"] == hashlib.sha256(cl.path.read_bytes()).hexdigest() and rec["numba"]

@@ -232,7 +232,7 @@ def _get_or_build(d, key, emit, precheck):
             rec = None
             if _space_error(e):
                 raise
-            if generated:
+            if generated or _caused_by_recursion(e):   # a rebuild would fail the same way
                 raise _compile_error(e) from e
             _warn(f"the cached module {name} could not be loaded ({type(e).__name__}: {str(e)[:300]}); it is "
                   "removed and rebuilt.")
