@@ -162,7 +162,7 @@ def test_source_check_covers_line_length_and_depth():
     long_line = "x = " + " + ".join(["z[0]"] * 12_000) + "\n"          # 84,000 characters
     with pytest.raises(symode.ModelTooLargeError, match="characters"):
         size.check_source(long_line)
-    deep = "x = " + " + ".join(["1.5"] * 1500) + "\n"                  # short enough, 1,500 levels deep
+    deep = "x = " + " + ".join(["1.5"] * 2500) + "\n"                  # short enough, 2,500 levels deep
     with pytest.raises(symode.ModelTooLargeError, match="levels deep"):
         size.check_source(deep)
     parens = "x = " + "(" * 300 + "1.0" + ")" * 300 + "\n"             # Python refuses 200 nested parentheses

@@ -17,7 +17,7 @@ import sympy as sp
 from .._errors import ModelTooLargeError
 
 MAX_GENERATED_OPS = 40_000   # $SYMODE_MAX_GENERATED_OPS overrides it (0: no limit, no check at all)
-MAX_DEPTH = 1_000            # nesting depth of one generated expression (Python's compiler fails near 3,000)
+MAX_DEPTH = 2_000            # nesting depth of one generated expression (Python's compiler fails near 3,000)
 MAX_LINE_CHARS = 50_000      # characters of one generated statement
 _PARSE_ABOVE = 400           # lines longer than this are parsed to measure their depth
 _OPS_PER_TERM = 7  # generated operations per (rhs operation + Jacobian nonzero), fitted on P2 and P5 (n=4..32)
