@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+from . import cache
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="symode", description="symode command line")
@@ -9,8 +11,6 @@ def main(argv=None):
     c = sub.add_parser("cache", help="show or clear the cache of generated, compiled models")
     c.add_argument("action", choices=["info", "clear"])
     args = ap.parse_args(argv)
-    from . import cache
-
     if args.action == "info":
         i = cache.info()
         print(f"cache directory: {i['path']}")

@@ -42,6 +42,7 @@ import sympy as sp
 
 from . import _validate as V
 from . import optim as _optim
+from ._numeric.methods import METHODS
 from ._errors import InputValidationError, IntegrationError
 from ._symbolic.losses import ObservationLoss
 
@@ -327,8 +328,6 @@ def _check_gradient(g):
 
 def _check_solver_settings(model, kw):
     """Refuse bad solver settings when the Trainer is built (not at the first solve, nor only on some paths)."""
-    from ._numeric.methods import METHODS
-
     method = kw.get("method")
     if not isinstance(method, str) or method not in METHODS:
         raise InputValidationError(f"unknown method {method!r}; valid: {', '.join(map(repr, METHODS))}")

@@ -66,10 +66,13 @@ import sympy as sp
 from . import _status
 from . import _validate as V
 from ._errors import InputValidationError, IntegrationError, ModelError
+from ._engine.batch import batch_solution
 from ._engine.config import DEFAULTS, SOLVER_KEYS
 from ._solution import Gradient, Solution
+from ._symbolic.losses import FinalLoss, ObservationLoss, RunningCost
 from ._symbolic.networks import blocks_registered, network_blocks
 from ._symbolic.transforms import running_cost_system
+from .ode import ODE
 
 __all__ = ["ModelSpec", "iter_solve", "map_solve", "map_value_and_grad", "map_vjp", "ChunkResult"]
 
@@ -110,8 +113,6 @@ class ModelSpec:
 
     def build(self, compile=True):
         """Rebuild the ODE, check that it hashes to the same key, and (by default) compile or load it."""
-        from .ode import ODE
-
         blocks, rhs, states, params, t = pickle.loads(self.payload)
         with blocks_registered(blocks):
             model = ODE(list(rhs), states=list(states), params=list(params), t=t)
@@ -240,8 +241,6 @@ def _loss_grad_chunk(model, Z, T, ts, loss, data, kw):
     """Per-sample value and gradients of a loss. A compiled loss (SymPy expression, FinalLoss, ObservationLoss)
     goes through the batched ``value_and_grad``: one compiled call per chunk (forward, loss, cotangent and sweep
     per member); a callable loss through a batched solve, the callable per member, and a batched vjp."""
-    from ._symbolic.losses import FinalLoss, ObservationLoss
-
     c, m, n, p = Z.shape[0], ts.size, model.n_states, model.n_params
     if isinstance(loss, (sp.Basic, FinalLoss, ObservationLoss)):
         g = model.value_and_grad(loss, Z, T, ts, data=data if isinstance(loss, ObservationLoss) else None,
@@ -539,8 +538,6 @@ def map_solve(model, z0, theta, ts, client=None, chunk_size=None, *, retries=DEF
         for k, col in cols.items():
             col[s:e] = r[k]
         nchunks += 1
-    from ._engine.batch import batch_solution
-
     try:
         sol = batch_solution(ts, out, status, t_reached, cols, opts, throw)
     except IntegrationError as e:
@@ -683,8 +680,6 @@ _AUGMENTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def _running_cost_model(model, expr):
     """The model augmented with the running cost as a quadrature state (as ``value_and_grad`` builds it)."""
-    from .ode import ODE
-
     cache = _AUGMENTED.setdefault(model, {})
     key = sp.srepr(sp.sympify(expr))
     if key not in cache:
@@ -722,8 +717,6 @@ def map_value_and_grad(model, loss, z0, theta, ts, data=None, client=None, reduc
     the batched discrete adjoint (which integrates forward again): about 1.5 times the work of a vjp with a
     known cotangent. A RunningCost is a vjp of the augmented model with a fixed cotangent.
     """
-    from ._symbolic.losses import FinalLoss, ObservationLoss, RunningCost
-
     kw, _ = _solver_options(model, solver_kwargs, _grad_option_names(), "map_value_and_grad")
     Z, T, ts = _inputs(model, z0, theta, ts)
     B, m, n = Z.shape[0], ts.size, model.n_states

@@ -16,16 +16,17 @@ PKG = ROOT / "symode"
 # (module, imported module) pairs allowed inside a function, and why
 LAZY = {
     ("symode", "importlib"): "PEP 562: fit, Trainer, optim, nn, testing and distributed load on first use",
-    ("symode._compiled", "symode._codegen.emit"): "the code emitter is imported only on a cache miss",
-    ("symode._compiled", "symode._symbolic.derivatives"): "derivatives only on a cache miss",
+    ("symode._codegen.compiled", "symode._codegen.emit"): "the code emitter is imported only on a cache miss",
+    ("symode._codegen.compiled", "symode._symbolic.derivatives"): "derivatives only on a cache miss",
     ("symode._engine.runtime", "symode._symbolic.derivatives"): "a warm start never derives",
     ("symode._engine.losses", "symode._codegen.emit"): "the loss's code emitter only on a cache miss",
+    ("symode.ode", "symode._parse"): "the text-format parser only when a model is read from text",
 }
 # modules whose function-level imports are of external packages only (optional extras, heavy imports)
 EXTERNAL_OK = ("numba", "llvmlite", "sympy", "numpy", "dask", "distributed", "tqdm", "scipy", "matplotlib",
                "hypothesis", "warnings", "importlib", "hashlib", "platform", "ctypes", "cloudpickle", "signal",
                "multiprocessing", "threading", "os", "sys", "time", "json", "tempfile", "shutil", "gc", "inspect",
-               "pickle", "resource", "psutil")
+               "pickle", "resource", "psutil", "fcntl", "fractions", "errno", "atexit", "signal", "io", "struct")
 
 
 def test_import_linter_layers_contract():

@@ -324,7 +324,7 @@ def test_declaration_errors():
 def test_size_guard(monkeypatch):
     """Models whose generated code would take Numba minutes are refused with ModelTooLargeError, quickly: by a
     pre-derivation estimate when clearly too large, else by the exact count of the emitted code."""
-    from symode._compiled import estimate_ops
+    from symode._codegen.compiled import estimate_ops
     from symode._symbolic.model import SymbolicModel
 
     n = 8

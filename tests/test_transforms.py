@@ -59,7 +59,7 @@ def _zero(e):
 def test_sensitivity_system_is_z_and_s_prime_equals_j_s_plus_jp(name):
     """States (z, S_z0 row-major, S_theta row-major); S' = J S (+ df/dtheta): derived here independently."""
     model = _models()[name]
-    sym = T.sensitivity_system(model._sym)
+    sym = T.sensitivity_system(model._sym, model._derivatives())
     n, p = model.n_states, model.n_params
     assert sym.n == n + n * n + n * p and sym.p == p and sym.params == model._sym.params and sym.t == model.t
     f, J, Jp = _jacobians(model)
@@ -74,7 +74,7 @@ def test_sensitivity_system_is_z_and_s_prime_equals_j_s_plus_jp(name):
 def test_second_order_system_is_the_weighted_sum_of_the_varying_jacobian_entries(name):
     """S = sum M_ij dfi/dzj + sum u_i dfi/dt over the entries that depend on (t, z, theta), in the first rhs."""
     model = _models()[name]
-    out = T.second_order_system(model._sym)
+    out = T.second_order_system(model._sym, model._derivatives())
     f, J, _ = _jacobians(model)
     live = set(model.states) | set(model.params) | ({model.t} if model.t is not None else set())
     varying = [(i, j) for i in range(model.n_states) for j in range(model.n_states) if J[i, j].free_symbols & live]
@@ -97,7 +97,7 @@ def test_second_order_system_is_the_weighted_sum_of_the_varying_jacobian_entries
 
 def test_second_order_system_is_none_for_constant_derivatives():
     model = symode.ODE([2 * x + y, -y + a], [x, y], [a])
-    out = T.second_order_system(model._sym)
+    out = T.second_order_system(model._sym, model._derivatives())
     assert out.model is None and out.hm_i.size == 0 and out.ft_rows.size == 0
 
 
@@ -105,7 +105,7 @@ def test_second_order_system_refuses_networks():
     net = nn.mlp([x, y], [3, 2], name="so_net")
     model = symode.ODE(list(net.outputs), [x, y], params=list(net.params))
     with pytest.raises(InputValidationError, match="adjoint='checkpoint'"):
-        T.second_order_system(model._sym)
+        T.second_order_system(model._sym, model._derivatives())
     with pytest.raises(InputValidationError, match="adjoint='checkpoint'"):   # and through the public API
         model.vjp([0.1, 0.2], np.zeros(model.n_params), [0.0, 1.0], np.ones((2, 2)), method="rodas5")
 

@@ -37,9 +37,16 @@ class NumbaPrinter(PythonCodePrinter):
         return self._print_Symbol(expr)
 
     def _float(self, v):
-        v = float(v)
-        if not math.isfinite(v):
-            raise UnsupportedExpressionError(f"constant {v} is out of float64 range")
+        try:
+            f = float(v)
+        except OverflowError:
+            f = math.inf
+        if not math.isfinite(f):
+            text = str(v)
+            if len(text) > 40:
+                text = f"{text[:12]}...{text[-6:]} ({len(text)} digits)"
+            raise UnsupportedExpressionError(f"constant {text} is out of float64 range (magnitude above 1.8e308)")
+        v = f
         r = repr(v)
         return f"({r})" if v < 0 else r
 

@@ -17,9 +17,9 @@ import hashlib
 import numpy as np
 import sympy as sp
 
-from .._codegen import loader
-from .._compiled import _END, versions_tag
-from .._errors import InputValidationError, ModelError
+from .._codegen.build import get_or_build
+from .._codegen.compiled import versions_tag
+from .._errors import InputValidationError
 from .. import _validate as V
 from .._numeric.losses import eval_loss_rows, fill_data_rows
 from .._symbolic.losses import FinalLoss, ObservationLoss, RunningCost
@@ -55,11 +55,8 @@ class CompiledLoss:
         else:
             term_uses = []
             expr_w = expr
-        allowed = set(sym.states) | set(sym.params) | set(data_symbols) | ({sym.t} if sym.t is not None else set())
-        bad = expr.free_symbols - allowed
-        if bad:
-            raise ModelError(f"the loss uses undeclared symbol(s) {', '.join(sorted(map(str, bad)))}; it may use "
-                             "the model's states, parameters, time and the declared data symbols")
+        V.observation_symbols(sym.states, sym.params, data_symbols, sym.t)   # no data symbol shadows the model's
+        V.loss_symbols(sym.states, sym.params, sym.t, expr, data_symbols)
         d_c = sp.symbols(f"d_0:{len(data_symbols) + len(weights)}", real=True)
         mapping = dict(sym.to_canon)
         mapping.update(zip(list(data_symbols) + list(weights), d_c))
@@ -72,10 +69,9 @@ class CompiledLoss:
         tag = sym.key() + f"|loss{LOSS_REVISION}|" + sp.srepr(e_c) + versions_tag()
         h = hashlib.sha256(tag.encode()).hexdigest()
         key = "L" + h[:40]
-        path = loader.module_path(key)
-        text = loader.read_valid(path, key)
-        if text is None:
-            from .._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel   # a cache miss
+
+        def emit(timings):   # a cache miss
+            from .._codegen.emit import HEADER, KernelSpec, base_symbol_map, emit_kernel
 
             smap = base_symbol_map(sym)
             smap.update({s: f"d[{j}]" for j, s in enumerate(d_c)})
@@ -87,10 +83,11 @@ class CompiledLoss:
             specs = [KernelSpec("loss_vg", "LVG_SIG", ["t", "z", "theta", "d", "out", "out_z", "out_theta"],
                                 [("out[0]", e_c)] + grads,
                                 shapes=dict(shp, out=(1,), out_z=(sym.n,), out_theta=(sym.p,)))]
-            text = HEADER.format(version=__version__, key=key) + "".join(emit_kernel(s, smap) + "\n" for s in specs)
-            text += _END
-            loader.write_atomic(path, text)
-        mod = loader.import_module(key, path)
+            return HEADER.format(version=__version__, key=key) + "".join(emit_kernel(s, smap) + "\n" for s in specs)
+
+        entry = get_or_build(key, emit)   # the one build route of generated modules (lock, checks, record)
+        self.path = entry.path
+        mod = entry.module
         self.addr = np.array([mod.loss_vg.address, int(uses_theta)], dtype=np.int64)
 
     def rows(self, m, final):
@@ -109,7 +106,9 @@ class CompiledLoss:
         lead = () if batch is None else (batch,)
         if self.n_data == 0:
             return np.zeros(lead + (m, 1))
-        D = np.asarray(data, dtype=np.float64)
+        # float64 arrays (a training loop's) go straight to the compiled fill, which reports any non-finite entry;
+        # anything else is converted and checked first (complex, strings, inf refused: _validate.loss_data)
+        D = data if type(data) is np.ndarray and data.dtype == np.float64 else V.loss_data(data, m, self.n_data, batch)
         if batch is None and D.ndim == 1 and self.n_data == 1:
             D = D.reshape(-1, 1)
         if D.shape != lead + (m, self.n_data):
@@ -120,6 +119,7 @@ class CompiledLoss:
         if D.flags.c_contiguous and fill_data_rows(D.reshape(-1, self.n_data),
                                                    out.reshape(-1, self.n_data + self.n_terms)):
             return out        # all finite (compiled: a few NumPy calls here cost more than the solve of a window)
+        V.loss_data(D, m, self.n_data, batch)   # not all finite: +-inf is an error naming its row, NaN is missing
         out[..., :self.n_data] = D
         out[..., self.n_data:] = 1.0
         finite = np.isfinite(D)

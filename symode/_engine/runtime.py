@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from .. import _validate as V
-from .._compiled import CompiledModel
+from .._codegen.compiled import CompiledModel
 from .._numeric import rk
 from .config import SolverConfig, config_key, make_config
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._errors import InputValidationError
 from . import rosenbrock as ros
 from . import tableau as tb
 
@@ -71,8 +72,6 @@ def register(method: Method):
 
 
 def get(name):
-    from .._errors import InputValidationError
-
     if not isinstance(name, str) or name not in METHODS:
         valid = ", ".join(repr(k) for k in METHODS)
         raise InputValidationError(f"Unknown method {name!r}; valid: {valid}.")

@@ -9,8 +9,8 @@ wrap the result in whatever compiled representation the caller uses (e.g. ``Comp
 
 Functions
 ---------
-sensitivity_system(sym, derivs=None) -> SymbolicModel
-second_order_system(sym, derivs=None) -> SecondOrderSystem (model or None, hm_i, hm_j, ft_rows)
+sensitivity_system(sym, derivs) -> SymbolicModel
+second_order_system(sym, derivs) -> SecondOrderSystem (model or None, hm_i, hm_j, ft_rows)
 running_cost_system(sym, expr) -> SymbolicModel
 gradient_flow_system(loss_expr, params, eta=1.0) -> SymbolicModel
 """
@@ -22,12 +22,11 @@ import numpy as np
 import sympy as sp
 
 from .._errors import InputValidationError
-from .derivatives import derivatives as _derivatives
 from .gradient_flow import gradient_flow_rhs
 from .model import SymbolicModel
 
 
-def sensitivity_system(sym, derivs=None):
+def sensitivity_system(sym, derivs):
     """The forward-sensitivity system of `sym`: states (z, S_z0, S_theta) with
 
         z' = f,   S_z0' = (df/dz) S_z0,   S_theta' = (df/dz) S_theta + df/dtheta,
@@ -39,13 +38,14 @@ def sensitivity_system(sym, derivs=None):
     Parameters
     ----------
     sym : SymbolicModel
-    derivs : the derivative structure of `sym` (``derivatives(sym)``), if already computed
+    derivs : the derivative structure of `sym` (``derivatives(sym)``; the caller's, so that a warm start never
+        imports the symbolic derivatives)
 
     Returns
     -------
     SymbolicModel with n + n*n + n*p states and the parameters of `sym`.
     """
-    d = _derivatives(sym) if derivs is None else derivs
+    d = derivs
     n, p = sym.n, sym.p
     J = d.dense_jac_z().xreplace(sym.from_canon)
     Jp = d.dense_jac_theta().xreplace(sym.from_canon)
@@ -77,7 +77,7 @@ _NETWORK_MESSAGE = (
     "integrated backward with the same Rosenbrock method) or adjoint='forward'")
 
 
-def second_order_system(sym, derivs=None):
+def second_order_system(sym, derivs):
     """The auxiliary model behind the discrete adjoint of Rosenbrock steps.
 
     Its first right-hand side is
@@ -96,7 +96,7 @@ def second_order_system(sym, derivs=None):
     """
     if getattr(sym, "networks", None) is not None:
         raise InputValidationError(_NETWORK_MESSAGE)
-    d = _derivatives(sym) if derivs is None else derivs
+    d = derivs
     live = set(sym.z_c) | set(sym.theta_c) | {sym.t_c}
     jz = [(ij, e) for ij, e in d.jac_z.items() if e.free_symbols & live]
     jt = [(i, e) for i, e in sorted(d.jac_t.items()) if e.free_symbols & live]

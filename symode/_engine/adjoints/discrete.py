@@ -138,7 +138,9 @@ def second_order_model(rt: ModelRuntime):
     Returns (aux runtime, hm_i, hm_j, ft_rows); aux is None when S vanishes identically (J and df/dt constant).
     """
     def build():
-        aux, hm_i, hm_j, ft_rows = second_order_system(rt.sym, rt.derivatives())
+        # a model with network blocks is refused before its derivatives are computed (they are not needed)
+        derivs = None if getattr(rt.sym, "networks", None) is not None else rt.derivatives()
+        aux, hm_i, hm_j, ft_rows = second_order_system(rt.sym, derivs)
         return (None if aux is None else ModelRuntime(aux)), hm_i, hm_j, ft_rows
 
     return rt.memo("second_order_model", None, build)
