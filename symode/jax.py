@@ -123,7 +123,7 @@ def odeint(model, z0, theta, ts, method=DEFAULTS.method, rtol=DEFAULTS.rtol, ato
     rt = getattr(model, "_rt", None)
     if rt is None:
         raise InputValidationError(f"`model` must be a symode.ODE, got {type(model).__name__}")
-    spec = core.Spec(model, method, rtol, atol, adjoint, **kwargs)
+    spec = core.spec(model, method, rtol, atol, adjoint, **kwargs)
     fn = _make(spec) if spec.key is None else rt.memo("bridge.jax", spec.key, lambda: _make(spec), size=16)
     z0, theta, ts = _array(z0, "z0"), _array(theta, "theta"), _array(ts, "ts")
     spec.batch_shape(z0.shape, theta.shape)

@@ -102,7 +102,7 @@ def odeint(model, z0, theta, ts, method=DEFAULTS.method, rtol=DEFAULTS.rtol, ato
         backward call); the others call ``model.vjp(..., adjoint=...)``, which solves forward again. Their
         keywords (seminorm, adjoint_rtol, adjoint_atol, checkpoints) are accepted too.
     """
-    return _run(core.Spec(model, method, rtol, atol, adjoint, **kwargs), z0, theta, ts)
+    return _run(core.spec(model, method, rtol, atol, adjoint, **kwargs), z0, theta, ts)
 
 
 class ODELayer(torch.nn.Module):

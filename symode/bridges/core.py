@@ -81,6 +81,19 @@ class Spec:
         return tshape[0]
 
 
+def spec(model, method=DEFAULTS.method, rtol=DEFAULTS.rtol, atol=DEFAULTS.atol, adjoint="discrete", **kwargs):
+    """The :class:`Spec` of these settings, memoised in the model's runtime when they are hashable (a repeated
+    call skips the checks)."""
+    rt = getattr(model, "_rt", None)
+    try:
+        key = (adjoint, _frozen(dict(method=method, rtol=rtol, atol=atol, **kwargs)))
+    except TypeError:
+        key = None
+    if rt is None or key is None:
+        return Spec(model, method, rtol, atol, adjoint, **kwargs)
+    return rt.memo("bridge.spec", key, lambda: Spec(model, method, rtol, atol, adjoint, **kwargs), size=16)
+
+
 def _rows(x, full, k):
     """``x`` (..., k) as (B, k) over the batch ``full``, or as (k,) when it has no batch of its own (shared)."""
     if math.prod(x.shape[:-1]) == 1 and x.size == k:
