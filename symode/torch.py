@@ -74,7 +74,10 @@ class _ODEFunction(torch.autograd.Function):
                 torch.from_numpy(np.ascontiguousarray(core.sum_to(gt, t.shape))) if need[3] else None)
 
 
+@torch.compiler.disable(recursive=True)
 def _run(spec, z0, theta, ts):
+    """The call behind odeint and ODELayer. torch.compile does not trace into it (symode's solver is compiled
+    code of its own): a compiled function has one graph break here, the graphs before and after still compile."""
     z0, theta, ts = _tensor(z0, "z0"), _tensor(theta, "theta"), _tensor(ts, "ts")
     spec.batch_shape(tuple(z0.shape), tuple(theta.shape))
     spec.times_shape(tuple(ts.shape))

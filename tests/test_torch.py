@@ -155,3 +155,20 @@ def test_example_torch_hybrid_quick(tmp_path):
                           timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "torch_hybrid.png").stat().st_size > 10_000
+
+
+def test_torch_compile_one_graph_break(model):
+    import torch._dynamo as dynamo
+
+    ts = torch.from_numpy(TS)
+
+    def f(z0, th):
+        return (st.odeint(model, z0 * 1.0, th, ts, **TOL) ** 2).sum()
+
+    explanation = dynamo.explain(f)(_t(Z0), _t(THETA))
+    assert explanation.graph_break_count == 1 and explanation.graph_count == 2
+    th, th_c = _t(THETA), _t(THETA)
+    f(_t(Z0), th).backward()
+    v = torch.compile(f, backend="eager")(_t(Z0), th_c)
+    v.backward()
+    np.testing.assert_array_equal(th_c.grad.numpy(), th.grad.numpy())
