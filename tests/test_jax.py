@@ -151,3 +151,14 @@ def test_example_jax_fit_quick(tmp_path):
                           timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "jax_fit.png").stat().st_size > 10_000
+
+
+def test_no_rebuild_per_call(model, monkeypatch):
+    built = []
+    real = sj._make
+    monkeypatch.setattr(sj, "_make", lambda spec: built.append(spec) or real(spec))
+    for k in range(3):
+        sj.odeint(model, Z0, THETA * (1 + 0.01 * k), TS, rtol=1e-7, atol=1e-9, dt_max=0.5)   # eager calls
+    assert len(built) == 1
+    sj.odeint(model, Z0, THETA, TS, rtol=1e-6, atol=1e-9, dt_max=0.5)                        # new settings
+    assert len(built) == 2
