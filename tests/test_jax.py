@@ -162,3 +162,11 @@ def test_no_rebuild_per_call(model, monkeypatch):
     assert len(built) == 1
     sj.odeint(model, Z0, THETA, TS, rtol=1e-6, atol=1e-9, dt_max=0.5)                        # new settings
     assert len(built) == 2
+
+
+def test_vmap_rosenbrock_loops_members(model):
+    T = np.stack([THETA, THETA * 1.05])
+    g = jax.jit(jax.vmap(jax.grad(lambda th: jnp.sum(jnp.asarray(W) * sj.odeint(model, Z0, th, TS, method="rodas5",
+                                                                                    **TOL)))))(jnp.asarray(T))
+    for i in range(2):
+        _close(g[i], model.vjp(Z0, T[i], TS, W, method="rodas5", **TOL).theta)

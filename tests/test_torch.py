@@ -172,3 +172,25 @@ def test_torch_compile_one_graph_break(model):
     v = torch.compile(f, backend="eager")(_t(Z0), th_c)
     v.backward()
     np.testing.assert_array_equal(th_c.grad.numpy(), th.grad.numpy())
+
+
+def test_loop_paths_rosenbrock_batch_and_checkpoint_batch(model):
+    T = np.stack([THETA, THETA * 1.05])
+    for kw in (dict(method="rodas5"), dict(method="dopri5", adjoint="checkpoint")):
+        th = _t(T)
+        zs = st.odeint(model, Z0, th, TS, **kw, **TOL)
+        C = _cot(TS.size, 2, 5)
+        zs.backward(torch.from_numpy(np.stack([C, -C])))
+        for i, sign in enumerate((1, -1)):
+            g = model.vjp(Z0, T[i], TS, sign * C, **kw, **TOL)
+            np.testing.assert_allclose(th.grad[i].numpy(), g.theta, rtol=1e-9, atol=1e-9)
+
+
+def test_nonfinite_cotangent_and_bad_dtypes(model):
+    zs = st.odeint(model, _t(Z0), _t(THETA), TS, **TOL)
+    with pytest.raises(symode.SymodeError, match="not finite|NaN"):
+        zs.backward(torch.full_like(zs, float("nan")))
+    with pytest.raises(TypeError, match="floating-point"):
+        st.odeint(model, torch.tensor(Z0, dtype=torch.complex128), THETA, TS)
+    with pytest.raises(TypeError, match="floating-point"):
+        st.odeint(model, Z0, torch.ones(4, dtype=torch.bool), TS)
