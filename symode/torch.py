@@ -58,13 +58,14 @@ class _ODEFunction(torch.autograd.Function):
     def forward(ctx, spec, z0, theta, ts):
         z, th, t = _array(z0), _array(theta), _array(ts)
         zs, residual = core.forward(spec, z, th, t)
-        ctx.spec, ctx.residual, ctx.arrays = spec, residual, (z, th, t)
+        ctx.spec, ctx.residual = spec, residual
+        ctx.save_for_backward(z0, theta, ts)    # torch's check that they are not modified in place before backward
         return torch.from_numpy(np.ascontiguousarray(zs))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        z, th, t = ctx.arrays
+        z, th, t = (_array(x) for x in ctx.saved_tensors)
         cot = np.ascontiguousarray(_array(grad_out), dtype=np.float64)
         gz, gp, gt = core.backward(ctx.spec, ctx.residual, z, th, t, cot)
         need = ctx.needs_input_grad

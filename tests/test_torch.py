@@ -194,3 +194,13 @@ def test_nonfinite_cotangent_and_bad_dtypes(model):
         st.odeint(model, torch.tensor(Z0, dtype=torch.complex128), THETA, TS)
     with pytest.raises(TypeError, match="floating-point"):
         st.odeint(model, Z0, torch.ones(4, dtype=torch.bool), TS)
+
+
+def test_inplace_change_before_backward_is_caught(model):
+    th = _t(np.tile(THETA, (2, 1)))
+    th2 = th * 1.0
+    zs = st.odeint(model, Z0, th2, TS, **TOL)
+    with torch.no_grad():
+        th2.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        zs.sum().backward()
