@@ -31,6 +31,7 @@ PAGES = {
     "ensembles.md": (("distributed",), True),
     "testing.md": (("hypothesis",), True),
     "performance.md": ((), False),
+    "bridges.md": (("torch", "jax"), True),
 }
 # pages without runnable snippets (prose, tables, the generated API reference)
 NO_SNIPPETS = {"index.md", "gradients.md", "architecture.md", "api.md"}
