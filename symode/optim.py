@@ -139,24 +139,32 @@ class Adam(Optimizer):
         self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
 
     def run(self, fun, x0, monitor):
-        x = np.array(x0, dtype=np.float64)
-        m = np.zeros_like(x)
-        v = np.zeros_like(x)
+        m = np.zeros(np.shape(x0))
+        v = np.zeros(np.shape(x0))
         b1, b2 = self.betas
-        k = 0
-        while True:
-            value, g = fun(x)
-            if monitor(x, value, g):
-                return "stopped by the monitor"
-            if self.weight_decay:
-                g = g + self.weight_decay * x
-            k += 1
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            step = _lr_at(self.lr, k - 1) * math.sqrt(1.0 - b2 ** k) / (1.0 - b1 ** k)
-            x = x - step * m / (np.sqrt(v) + self.eps)
+
+        def step(x, g, k):
+            m[:] = b1 * m + (1.0 - b1) * g
+            v[:] = b2 * v + (1.0 - b2) * (g * g)
+            size = _lr_at(self.lr, k) * math.sqrt(1.0 - b2 ** (k + 1)) / (1.0 - b1 ** (k + 1))
+            return x - size * m / (np.sqrt(v) + self.eps)
+
+        return _descend(fun, x0, monitor, self.weight_decay, step)
+
+
+def _descend(fun, x0, monitor, weight_decay, step):
+    """The loop of the first-order optimizers: evaluate, let the monitor stop the run, add the weight decay, take
+    ``step(x, g, k)`` (k = 0, 1, ...)."""
+    x = np.array(x0, dtype=np.float64)
+    k = 0
+    while True:
+        value, g = fun(x)
+        if monitor(x, value, g):
+            return "stopped by the monitor"
+        if weight_decay:
+            g = g + weight_decay * x
+        x = step(x, g, k)
+        k += 1
 
 
 class SGD(Optimizer):
@@ -183,20 +191,14 @@ class SGD(Optimizer):
         self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
 
     def run(self, fun, x0, monitor):
-        x = np.array(x0, dtype=np.float64)
-        u = np.zeros_like(x)
+        u = np.zeros(np.shape(x0))
         mu = self.momentum
-        k = 0
-        while True:
-            value, g = fun(x)
-            if monitor(x, value, g):
-                return "stopped by the monitor"
-            if self.weight_decay:
-                g = g + self.weight_decay * x
-            u *= mu
-            u += g
-            x = x - _lr_at(self.lr, k) * ((g + mu * u) if self.nesterov else u)
-            k += 1
+
+        def step(x, g, k):
+            u[:] = mu * u + g
+            return x - _lr_at(self.lr, k) * ((g + mu * u) if self.nesterov else u)
+
+        return _descend(fun, x0, monitor, self.weight_decay, step)
 
 
 class LBFGS(Optimizer):

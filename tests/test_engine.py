@@ -76,3 +76,13 @@ def test_auxiliary_models_are_runtimes_not_odes():
     kinds = set(m._rt._memo)
     assert {"sensitivity_model", "running_cost"} <= kinds
     assert not any(isinstance(v, symode.ODE) for store in m._rt._memo.values() for v in store.values())
+
+
+@pytest.mark.parametrize("adjoint", ["discrete", "checkpoint", "forward"])
+def test_a_loss_outside_its_domain_is_named(adjoint):
+    """FinalLoss(log(-x)) on a positive solution: the error names the loss's domain, not the adjoint (issue 20,
+    item 21)."""
+    x, k = sp.symbols("x k")
+    m = symode.ODE([-k * x], [x], [k])
+    with pytest.raises(symode.IntegrationError, match="loss is nan on the solution.*outside its domain"):
+        m.value_and_grad(symode.FinalLoss(sp.log(-x)), [1.0], [0.5], [0.0, 1.0], adjoint=adjoint)

@@ -14,6 +14,7 @@ from .._solution import Sensitivities
 from . import explicit as ex
 from . import stiff as st
 from .adjoints import DEFAULT_ADJOINT, AdjointRequest, check, route
+from .adjoints.common import nonfinite_gradient
 from .adjoints.discrete import FusedLoss, fused
 from .batch import is_batch, vjp_batch
 from .config import ADJOINT_KEYS, DEFAULTS, SOLVER_KEYS, unknown_keywords
@@ -59,6 +60,8 @@ def vjp(rt: ModelRuntime, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, met
         def get_cot(sol):
             value, c, gth_extra = cot_fn(sol)
             extra["value"], extra["gtheta"] = value, gth_extra
+            if not np.isfinite(value):
+                raise nonfinite_gradient(float(value))
             return check_cotangent(c, m, n)
     else:
         cot = check_cotangent(cotangent, m, n)

@@ -46,7 +46,13 @@ def forward(req: AdjointRequest, record=0, stacklevel=6):
     return fwd, sol, (req.get_cot(sol) if sol.success and req.get_cot is not None else None)
 
 
-def nonfinite_gradient():
+def nonfinite_gradient(value=None):
+    """The error of a non-finite gradient; with the loss's ``value`` not finite, the loss is named as the cause
+    (e.g. log(-x) on the solution), not the adjoint."""
+    if value is not None and not np.isfinite(value):
+        return IntegrationError(f"the loss is {value} on the solution: it is evaluated outside its domain (log or "
+                                "sqrt of a negative number, a division by zero, an overflow); the gradient of a "
+                                "non-finite loss does not exist", status=_status.NONFINITE)
     return IntegrationError("the gradient is not finite (overflow in the adjoint)", status=_status.NONFINITE)
 
 

@@ -77,7 +77,7 @@ def fused_result(cfg, throw, status, nrec, value, finite, ts, out_y, gz, gp, gt,
         g.stats = dict(status=int(status), message=msg)
         return g
     if not finite:
-        raise nonfinite_gradient()
+        raise nonfinite_gradient(float(value) if with_value else None)
     g = Gradient(z0=gz, theta=gp, t=gt if grad_t else None, stats=dict(forward=st_, steps_recorded=int(nrec)),
                  solution=sol)
     if with_value:
