@@ -13,8 +13,11 @@ RUNS = {
     "gradient_flow": "gradient_flow.png",
     "hybrid_ude": "hybrid_ude.png",
     "distributed_ensemble": "distributed_ensemble.png",
+    "torch_hybrid": "torch_hybrid.png",
+    "jax_fit": "jax_fit.png",
 }
-NEEDS = {"distributed_ensemble": "distributed"}     # modules an example needs beyond matplotlib
+# modules an example needs beyond matplotlib
+NEEDS = {"distributed_ensemble": "distributed", "torch_hybrid": "torch", "jax_fit": "jax"}
 SLOW = {"distributed_ensemble"}                     # starts a LocalCluster of 2 worker processes
 
 

@@ -142,17 +142,6 @@ def test_core_import_never_imports_jax():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
-def test_example_jax_fit_quick(tmp_path):
-    pytest.importorskip("matplotlib")
-    import os
-
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "jax_fit.py")
-    proc = subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert (tmp_path / "jax_fit.png").stat().st_size > 10_000
-
-
 def test_no_rebuild_per_call(model, monkeypatch):
     built = []
     real = sj._make

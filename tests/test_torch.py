@@ -146,17 +146,6 @@ def test_core_import_never_imports_frameworks():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
-def test_example_torch_hybrid_quick(tmp_path):
-    pytest.importorskip("matplotlib")
-    import os
-
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "torch_hybrid.py")
-    proc = subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert (tmp_path / "torch_hybrid.png").stat().st_size > 10_000
-
-
 def test_torch_compile_one_graph_break(model):
     import torch._dynamo as dynamo
 
