@@ -41,6 +41,7 @@ import sympy as sp
 
 from . import optim as _optim
 from ._errors import InputValidationError, IntegrationError
+from ._numeric.interrupt import caused_by_interrupt as _caused_by_interrupt
 from ._losses import ObservationLoss
 
 __all__ = ["fit", "Trainer", "FitResult", "TrainState"]
@@ -678,7 +679,9 @@ class Trainer:
             message = self.optimizer.run(self.value_and_grad, x0, mon) or ""
             if mon.stop_reason is None:
                 mon.stop_reason = "optimizer"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemError) as e:
+            if not _caused_by_interrupt(e):   # Ctrl-C surfacing as Numba's SystemError (see _numeric/interrupt.py)
+                raise
             mon.stop_reason = "interrupted"
             message = "interrupted (KeyboardInterrupt): returning the best parameters so far"
         except IntegrationError as e:
@@ -705,8 +708,9 @@ class Trainer:
                 value = mon.record_eval(mon.last_x, mon.iteration)
                 if math.isfinite(value):
                     mon._improved(value, mon.last_x, mon.iteration)
-            except KeyboardInterrupt:
-                pass
+            except (KeyboardInterrupt, SystemError) as e:
+                if not _caused_by_interrupt(e):
+                    raise
         theta_b, z0_b = self.unpack(mon.best_x)
         theta_l, z0_l = self.unpack(mon.last_x)
         hist = {"loss": np.array(mon.losses), "time": np.array(mon.times), "grad_norm": np.array(mon.gnorms),
