@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from .. import _status as st
-from .clock import monotonic, periodic_check
+from .clock import monotonic
 from .abi import K_F, K_JP, K_JT, K_JZ, K_VJP  # noqa: F401  (re-exported)
 from .fnptr import call_f, call_j
 from .interrupt import raise_if_interrupted, sigint_count
@@ -568,9 +568,13 @@ def _integrate_core(kern, n, theta, ts, y0,
             status = st.MAX_STEPS
             break
         if (nsteps & 63) == 0:   # every 64 steps: Ctrl-C and the wall-clock limit
-            stop = periodic_check(sigint0, time_limit, clock_addr, t_start_clock)
-            if stop != st.SUCCESS:
-                status = stop
+            # written out, not clock.periodic_check: with the call P1's rodas5 solve measured 158-167 us against
+            # 150 us before this check existed, written out 148-158 us (a noisy shared machine: within noise)
+            if sigint_count() != sigint0:
+                status = st.INTERRUPTED
+                break
+            if time_limit > 0.0 and monotonic(clock_addr) - t_start_clock > time_limit:
+                status = st.TIME_LIMIT
                 break
         min_step = 10.0 * abs(np.nextafter(t, d * np.inf) - t)
         if h_max > 0.0 and h_abs > h_max:
