@@ -12,6 +12,7 @@ MAX_REJECTS = 5
 TIME_LIMIT = 6
 ADJOINT_FAILED = 7
 CAPACITY = 8
+INTERRUPTED = 9
 
 NAMES = {
     SUCCESS: "SUCCESS",
@@ -23,6 +24,7 @@ NAMES = {
     TIME_LIMIT: "TIME_LIMIT",
     ADJOINT_FAILED: "ADJOINT_FAILED",
     CAPACITY: "CAPACITY",
+    INTERRUPTED: "INTERRUPTED",
 }
 
 MESSAGES = {
@@ -39,6 +41,7 @@ MESSAGES = {
     TIME_LIMIT: "The wall-clock limit was reached at t={t}. Try increasing `time_limit`.",
     ADJOINT_FAILED: "The backward (adjoint) integration failed at t={t}.",
     CAPACITY: "An internal buffer limit was reached at t={t}.",
+    INTERRUPTED: "The integration was interrupted (SIGINT, Ctrl-C) at t={t}.",
 }
 
 

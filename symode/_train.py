@@ -44,6 +44,7 @@ from . import _validate as V
 from . import optim as _optim
 from ._numeric.methods import METHODS
 from ._errors import InputValidationError, IntegrationError
+from ._numeric.interrupt import caused_by_interrupt as _caused_by_interrupt
 from ._symbolic.losses import ObservationLoss
 
 __all__ = ["fit", "Trainer", "FitResult", "TrainState"]
@@ -767,7 +768,9 @@ class Trainer:
             message = self.optimizer.run(lambda x: rerouted.call(self.value_and_grad, x), x0, mon) or ""
             if mon.stop_reason is None:
                 mon.stop_reason = "optimizer"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemError) as e:
+            if not _caused_by_interrupt(e):   # Ctrl-C surfacing as Numba's SystemError (see _numeric/interrupt.py)
+                raise
             mon.stop_reason = "interrupted"
             message = "interrupted (KeyboardInterrupt): returning the best parameters so far"
         except IntegrationError as e:
@@ -794,8 +797,9 @@ class Trainer:
                 value = mon.record_eval(mon.last_x, mon.iteration)
                 if math.isfinite(value):
                     mon._improved(value, mon.last_x, mon.iteration)
-            except KeyboardInterrupt:
-                pass
+            except (KeyboardInterrupt, SystemError) as e:
+                if not _caused_by_interrupt(e):
+                    raise
         if message in ("", "stopped by the monitor"):
             message = _stop_message(mon.stop_reason, iterations=iterations, tol=tol, gtol=gtol, patience=patience,
                                     max_time=max_time)

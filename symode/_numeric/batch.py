@@ -3,15 +3,73 @@
 Each trajectory runs the same compiled loop as a single solve, on its own work arrays, so results are
 bitwise identical to solo runs and independent of the number of threads (Numba's ``prange``; the thread
 count follows ``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``).
+
+Threading layer (fork safety). Numba's GNU OpenMP layer (its default where TBB is not installed) kills a
+child process that forks after a parallel region has run ("fork() called from a process already using GNU
+OpenMP"): a ``multiprocessing`` fork pool after a batch solve never returned. Unless the user chose a layer
+(``NUMBA_THREADING_LAYER`` / ``numba.config.THREADING_LAYER``) or a parallel region already ran, this module
+selects Numba's ``workqueue`` layer, which survives fork (its children start their own threads). That layer
+does not allow two parallel launches at once (Numba terminates the process), so the batch entry points below
+(``batch_solve``, ``batch_vjp_discrete``) take a process-wide lock while the layer is ``workqueue`` (or not yet
+chosen): batches from several Python threads run one after another, each with all of Numba's threads. With
+TBB (``pip install tbb``) or an explicit layer nothing is serialised.
+
+Wall-clock limit and Ctrl-C: ``ctrl[4]`` (time_limit) bounds the whole call; a member that starts after it
+is spent stops at once with TIME_LIMIT, the running ones at their next check (every 64 steps). Ctrl-C stops the
+running members (status INTERRUPTED, see ``interrupt``) and the members not yet started.
 """
 import math
+import os
+import threading
 
 import numpy as np
 from numba import njit, prange
 
+from .. import _status as st
+from .abi import FLAT_TAIL, flat_size  # noqa: F401  (re-exported: the callers' names)
 from .adjoint import discrete_sweep
+from .clock import clock_address, monotonic
+from .interrupt import raise_if_interrupted, sigint_count
 from .losses import eval_loss_rows
-from .rk import MODE_F, _all_finite, integrate, time_grad
+from .rk import MODE_F, _all_finite, integrate, integrate_nocheck, time_grad
+
+
+def _choose_threading_layer():
+    import numba
+
+    if os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default":
+        return
+    try:
+        numba.threading_layer()   # a parallel region already ran: the layer is fixed for this process
+        return
+    except ValueError:
+        pass
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+_choose_threading_layer()
+_PARALLEL_LOCK = threading.Lock()
+
+
+class _NoLock:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_LOCK = _NoLock()
+
+
+def _parallel_guard():
+    import numba
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:   # no parallel region has run yet in this process
+        layer = None
+    return _PARALLEL_LOCK if layer in (None, "workqueue") else _NO_LOCK
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True, parallel=True)
 _SERIAL = dict(cache=True, error_model="numpy", nogil=True)
@@ -35,18 +93,12 @@ def vjp_discrete_one(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_row
                      rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl,
                      out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap, want_t):
     """One trajectory's fused forward solve, loss and discrete adjoint: see ``_vjp_discrete_core``."""
-    return _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b,
-                              rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max,
-                              dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap,
-                              want_t, _placeholders(n, rk_b.size))
-
-
-FLAT_TAIL = 4   # buf = [g_z0 (n), g_theta (p), g_t (m), out_y (m n), cot (m n), fstats (4), g_loss (max(p, 1))]
-
-
-def flat_size(n, p, m):
-    """Length of the output buffer of ``vjp_discrete_flat``."""
-    return n + p + m + 2 * m * n + FLAT_TAIL + max(p, 1)
+    res = _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b,
+                             rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max,
+                             dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t, stats, fstats, clock_addr, rec_cap,
+                             want_t, _placeholders(n, rk_b.size))
+    raise_if_interrupted(res[0])
+    return res
 
 
 @njit(**_SERIAL)
@@ -69,10 +121,12 @@ def vjp_discrete_flat(kern, theta, ts, y0, loss_addr, loss_d, loss_rows, rk_a, r
     o += m * n
     fstats = buf[o:o + FLAT_TAIL]
     g_loss = buf[o + FLAT_TAIL:o + FLAT_TAIL + max(p, 1)]
-    return _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b,
-                              rk_b_error, rk_c, rk_dense, icfg[0] != 0, icfg[1], icfg[2] != 0, rtol, atol, fcfg[0],
-                              fcfg[1], fcfg[2], icfg[3], ctrl, out_y, buf[:n], buf[n:n + p], buf[n + p:n + p + m],
-                              stats, fstats, icfg[4], rec_cap, icfg[5] != 0, _placeholders(n, rk_b.size))
+    res = _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_rows, g_loss, rk_a, rk_b,
+                             rk_b_error, rk_c, rk_dense, icfg[0] != 0, icfg[1], icfg[2] != 0, rtol, atol, fcfg[0],
+                             fcfg[1], fcfg[2], icfg[3], ctrl, out_y, buf[:n], buf[n:n + p], buf[n + p:n + p + m],
+                             stats, fstats, icfg[4], rec_cap, icfg[5] != 0, _placeholders(n, rk_b.size))
+    raise_if_interrupted(res[0])
+    return res
 
 
 @njit(**_SERIAL)
@@ -129,7 +183,7 @@ def _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_r
     Returns (status, number of recorded steps, loss value, all gradients finite); on failure they are NaN."""
     m = ts.size
     jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = ph
-    res = integrate(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
+    res = integrate_nocheck(MODE_F, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
                     error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
                     False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 3, out_y, stats, fstats, clock_addr,
                     rec_cap)
@@ -172,49 +226,131 @@ def _vjp_discrete_core(kern, n, p, theta, ts, y0, cot, loss_addr, loss_d, loss_r
     return 0, res[3].size, value, finite
 
 
+@njit(**_SERIAL)
+def _member_start(ctrl, clock_addr, t_call, sigint0):
+    """Before a member starts: (status, its ctrl). The status is INTERRUPTED after a Ctrl-C since the call
+    began, TIME_LIMIT when the call's wall-clock limit is spent, else SUCCESS with a copy of ``ctrl`` whose
+    time_limit is what is left of the call's (the member's own clock starts later)."""
+    c = ctrl.copy()
+    if sigint_count() != sigint0:
+        return st.INTERRUPTED, c
+    if ctrl.size > 4 and ctrl[4] > 0.0 and clock_addr != 0:
+        left = ctrl[4] - (monotonic(clock_addr) - t_call)
+        if not left > 0.0:
+            return st.TIME_LIMIT, c
+        c[4] = left
+    return st.SUCCESS, c
+
+
+@njit(**_SERIAL)
+def _raise_if_any_interrupted(status):
+    """After a batch's parallel loop (serial, the calling thread): Python's SIGINT handler when a member was
+    interrupted (``interrupt.raise_if_interrupted``)."""
+    for b in range(status.size):
+        if status[b] == st.INTERRUPTED:
+            raise_if_interrupted(status[b])
+            return
+
+
+@njit(inline="always")
+def _member_not_run(out_y, y0):
+    """A member stopped before its first step: row 0 is y0, the others NaN."""
+    for q in range(out_y.shape[1]):
+        out_y[0, q] = y0[q]
+    for i in range(1, out_y.shape[0]):
+        for q in range(out_y.shape[1]):
+            out_y[i, q] = np.nan
+
+
 @njit(**_OPTS)
-def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive,
-                rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, status, stats, t_reached):
+def _batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive,
+                 rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, status, stats, t_reached, clock_addr):
     """Solve B trajectories: y0s (B, n), thetas (B, p) -> out_y (B, m, n), status (B,), stats (B, 8).
     y0s or thetas may have one row, shared by every member (no broadcast copy)."""
     B = out_y.shape[0]
     m = ts.size
+    sigint0 = sigint_count()
+    t_call = monotonic(clock_addr) if ctrl.size > 4 and ctrl[4] > 0.0 else 0.0
     jadd, jset, mask, seg_t, seg_h, seg_y, seg_k = _placeholders(n, rk_b.size)  # read-only: shared
     for b in prange(B):
         fst = np.zeros(4)
-        res = integrate(MODE_F, kern, n, p, _member(thetas, b), ts, _member(y0s, b), rk_a, rk_b, rk_b_error, rk_c,
-                        rk_dense, fsal, error_order, adaptive, rtol, atol, n, h_init, h_max, dt_fixed, max_steps, ctrl,
-                        False, False, jadd, jset, mask, seg_t, seg_h, seg_y, seg_k, 0, out_y[b], stats[b], fst)
-        status[b] = res[0]
-        t_reached[b] = fst[0]
-        if res[0] != 0:
-            out_step = res[1]
-            for i in range(1, m):
-                if out_step[i] < 0:
-                    for q in range(n):
-                        out_y[b, i, q] = np.nan
+        stop, cb = _member_start(ctrl, clock_addr, t_call, sigint0)
+        if stop != st.SUCCESS:
+            status[b] = stop
+            t_reached[b] = ts[0]
+            _member_not_run(out_y[b], _member(y0s, b))
+        else:
+            res = integrate_nocheck(MODE_F, kern, n, p, _member(thetas, b), ts, _member(y0s, b), rk_a, rk_b,
+                                    rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, n, h_init,
+                                    h_max, dt_fixed, max_steps, cb, False, False, jadd, jset, mask, seg_t, seg_h,
+                                    seg_y, seg_k, 0, out_y[b], stats[b], fst, clock_addr)
+            status[b] = res[0]
+            t_reached[b] = fst[0]
+            if res[0] != 0:
+                out_step = res[1]
+                for i in range(1, m):
+                    if out_step[i] < 0:
+                        for q in range(n):
+                            out_y[b, i, q] = np.nan
+    _raise_if_any_interrupted(status)
 
 
 @njit(**_OPTS)
-def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
-                       rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed,
-                       max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats, rec_cap, want_t):
+def _batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
+                        rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed,
+                        max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats, rec_cap, want_t, clock_addr):
     """Per-trajectory discrete-adjoint gradients: cots (B, m, n) -> g_z0 (B, n), g_theta (B, p), g_t (B, m).
     With a compiled loss (``loss_addr`` not empty; data rows ``loss_d`` (B, m, w)) each member's loss value goes
     to ``values[b]`` and its cotangent, computed from its own solution, to ``cots[b]`` (zeros on entry).
     Each trajectory runs exactly the single-trajectory kernel, so results equal solo calls bit for bit.
     y0s, thetas and loss_d may have one row, shared by every member (no broadcast copy)."""
     B = out_y.shape[0]
+    sigint0 = sigint_count()
+    t_call = monotonic(clock_addr) if ctrl.size > 4 and ctrl[4] > 0.0 else 0.0
     ph = _placeholders(n, rk_b.size)   # read-only: shared
     for b in prange(B):
         fst = np.zeros(4)
-        g_loss = np.zeros(max(p, 1) if loss_addr.size > 1 and loss_addr[1] != 0 else 1)
-        res = _vjp_discrete_core(kern, n, p, _member(thetas, b), ts, _member(y0s, b), cots[b], loss_addr,
-                                 _member(loss_d, b), loss_rows, g_loss, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
-                                 error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y[b],
-                                 g_z0[b], g_theta[b], g_t[b], stats[b], fst, 0, rec_cap, want_t, ph)
-        status[b] = res[0]
-        values[b] = res[2]
+        stop, cb = _member_start(ctrl, clock_addr, t_call, sigint0)
+        if stop != st.SUCCESS:
+            status[b] = stop
+            values[b] = np.nan
+            _member_not_run(out_y[b], _member(y0s, b))
+            g_z0[b, :] = np.nan
+            g_theta[b, :] = np.nan
+            g_t[b, :] = np.nan
+        else:
+            g_loss = np.zeros(max(p, 1) if loss_addr.size > 1 and loss_addr[1] != 0 else 1)
+            res = _vjp_discrete_core(kern, n, p, _member(thetas, b), ts, _member(y0s, b), cots[b], loss_addr,
+                                     _member(loss_d, b), loss_rows, g_loss, rk_a, rk_b, rk_b_error, rk_c, rk_dense,
+                                     fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, cb,
+                                     out_y[b], g_z0[b], g_theta[b], g_t[b], stats[b], fst, clock_addr, rec_cap,
+                                     want_t, ph)
+            status[b] = res[0]
+            values[b] = res[2]
+    _raise_if_any_interrupted(status)
+
+
+def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive,
+                rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, status, stats, t_reached):
+    """Solve B trajectories: y0s (B, n), thetas (B, p) -> out_y (B, m, n), status (B,), stats (B, 8),
+    t_reached (B,). y0s or thetas may have one row, shared by every member (no broadcast copy). ``ctrl[4]``
+    (time_limit > 0) bounds the whole call. Serialised with other batches under the ``workqueue`` layer."""
+    with _parallel_guard():
+        _batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order,
+                     adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, status, stats, t_reached,
+                     clock_address())
+
+
+def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
+                       rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max, dt_fixed,
+                       max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats, rec_cap, want_t):
+    """See ``_batch_vjp_discrete``; ``ctrl[4]`` (time_limit > 0) bounds the whole call. Serialised with other
+    batches under the ``workqueue`` layer."""
+    with _parallel_guard():
+        _batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
+                            rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max,
+                            dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats, rec_cap, want_t,
+                            clock_address())
 
 
 @njit(**_SERIAL)

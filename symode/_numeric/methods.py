@@ -1,4 +1,17 @@
-"""Method registry: names of the public API -> method data objects."""
+"""Method registry: names of the public API -> method data objects.
+
+Adding an explicit Runge-Kutta method takes one tableau and one call: the compiled loops take any
+``ButcherTableau`` as arrays (``Method.packed()``), so nothing is compiled per method::
+
+    from symode._numeric import methods, tableau
+    RALSTON = tableau.ButcherTableau("ralston", a=[[0, 0], [2 / 3, 0]], b=[0.25, 0.75], c=[0, 2 / 3],
+                                     b_error=None, dense=[[1.0, -0.75], [0.0, 0.75]], order=2)
+    methods.register(RALSTON)          # then model.solve(..., method="ralston", dt=...)
+
+A tableau without ``b_error`` is a fixed-step method (``dt`` required); with one it is adaptive (the
+controller's exponent follows ``error_order``; ``beta`` > 0 selects the PI controller). The tableau checks its
+own order conditions when it is built. Stiff (Rosenbrock) methods are not added this way.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,11 +77,30 @@ METHODS = {
 }
 
 
-def register(method: Method):
-    """Add a method to the registry (used by the stiff solvers' module)."""
+def register(method, *, name=None, beta=0.0):
+    """Add an explicit Runge-Kutta method to the registry and return its ``Method``.
+
+    ``method``: a ``tableau.ButcherTableau`` (registered under ``name`` or its own name; fixed-step when it has
+    no ``b_error``, its order from the tableau; ``beta``: the PI controller's coefficient, 0 for the classical
+    I-controller), or a ready ``Method`` of kind ``"explicit"``. A name already registered is an error."""
+    from .._errors import InputValidationError
+
+    if isinstance(method, tb.ButcherTableau):
+        T = method
+        method = Method(name or T.name, "explicit", T, T.b_error is None, int(T.order), beta=float(beta))
+    elif not isinstance(method, Method):
+        raise InputValidationError(f"register() takes a ButcherTableau or a Method, got {type(method).__name__}")
+    if method.kind != "explicit" or not isinstance(method.tableau, tb.ButcherTableau):
+        raise InputValidationError(f"register() adds explicit Runge-Kutta methods (a ButcherTableau); "
+                                   f"{method.name!r} is of kind {method.kind!r}")
+    if not method.fixed and method.tableau.b_error is None:
+        raise InputValidationError(f"method {method.name!r}: an adaptive method needs an error estimate (b_error)")
+    if not isinstance(method.name, str) or not method.name:
+        raise InputValidationError("a method needs a non-empty name")
     if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is already registered")
+        raise InputValidationError(f"method {method.name!r} is already registered")
     METHODS[method.name] = method
+    return method
 
 
 def get(name):

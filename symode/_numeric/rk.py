@@ -19,8 +19,10 @@ import numpy as np
 from numba import njit
 
 from .. import _status as st
-from .clock import monotonic
+from .abi import K_F, K_FREC, K_JP, K_JT, K_JZ, K_VJP, K_VREC, K_WREC  # noqa: F401  (re-exported)
+from .clock import monotonic, periodic_check
 from .fnptr import call_f as _kf, call_fw as _kfw, call_j as _kj, call_v as _kv
+from .interrupt import raise_if_interrupted, sigint_count
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 _INLINE = dict(_OPTS, inline="always")
@@ -29,8 +31,6 @@ MODE_F = 0
 MODE_SENS = 1
 MODE_BACKSOLVE = 2
 MODE_ADJ = 3
-
-K_F, K_JZ, K_JP, K_JT, K_VJP, K_FREC, K_VREC, K_WREC = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 @njit(**_INLINE)
@@ -244,14 +244,35 @@ def integrate(mode, kern, n, p, theta, ts, y0,
               rtol, atol, nerr, h_init, h_max, dt_fixed, max_steps, ctrl,
               stop_at_ts, use_jumps, jump_add, jump_set, set_mask,
               seg_t, seg_h, seg_y, seg_k, record, out_y, stats, fstats, clock_addr=0, rec_cap=0):
+    """Integrate; see ``integrate_nocheck`` and ``_integrate_core``. A call stopped by Ctrl-C (INTERRUPTED) runs
+    Python's SIGINT handler before it returns and raises what it raises (``interrupt.raise_if_interrupted``):
+    for calls made from Python or from a serial compiled call. Members of a ``prange`` use ``integrate_nocheck``."""
+    res = integrate_nocheck(mode, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
+                            error_order, adaptive, rtol, atol, nerr, h_init, h_max, dt_fixed, max_steps, ctrl,
+                            stop_at_ts, use_jumps, jump_add, jump_set, set_mask, seg_t, seg_h, seg_y, seg_k, record,
+                            out_y, stats, fstats, clock_addr, rec_cap)
+    raise_if_interrupted(res[0])
+    return res
+
+
+@njit(**_OPTS)
+def integrate_nocheck(mode, kern, n, p, theta, ts, y0,
+                      rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive,
+                      rtol, atol, nerr, h_init, h_max, dt_fixed, max_steps, ctrl,
+                      stop_at_ts, use_jumps, jump_add, jump_set, set_mask,
+                      seg_t, seg_h, seg_y, seg_k, record, out_y, stats, fstats, clock_addr=0, rec_cap=0):
     """Integrate; see ``_integrate_core``. With ``record`` the per-step records live in arrays of a fixed
     capacity (``rec_cap``, default ``REC_CAP0``): the loop never reallocates them, since an array variable that
     changes inside the step loop costs every step (measured: +40 % on P1). A solve that fills them is redone
-    from the start with ``REC_GROW`` times the capacity: the same arithmetic, so the same result."""
+    from the start with ``REC_GROW`` times the capacity: the same arithmetic, so the same result. The wall-clock
+    limit (``ctrl[4]``) bounds the whole call: a redo gets what is left of it."""
     cap = rec_cap if rec_cap > 0 else REC_CAP0
+    limited = record > 0 and ctrl.size > 4 and ctrl[4] > 0.0 and clock_addr != 0
+    t_call = monotonic(clock_addr) if limited else 0.0
+    ctrl_run = ctrl
     while True:
         res = _integrate_core(mode, kern, n, p, theta, ts, y0, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal,
-                              error_order, adaptive, rtol, atol, nerr, h_init, h_max, dt_fixed, max_steps, ctrl,
+                              error_order, adaptive, rtol, atol, nerr, h_init, h_max, dt_fixed, max_steps, ctrl_run,
                               stop_at_ts, use_jumps, jump_add, jump_set, set_mask, seg_t, seg_h, seg_y, seg_k,
                               record, cap, out_y, stats, fstats, clock_addr)
         if res[0] != st.CAPACITY or record == 0:
@@ -259,6 +280,9 @@ def integrate(mode, kern, n, p, theta, ts, y0,
         cap *= REC_GROW
         stats[:] = 0
         fstats[:] = 0.0
+        if limited:   # what is left (a tiny positive limit when none: the redo stops at its first check)
+            ctrl_run = ctrl.copy()
+            ctrl_run[4] = max(ctrl[4] - (monotonic(clock_addr) - t_call), 1e-300)
 
 
 @njit(**_OPTS)
@@ -279,7 +303,8 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     ctrl : ndarray (safety, fac_min, fac_max, beta, time_limit)
         PI controller: factor = safety * err**-(1/k - 0.75 beta) * err_prev**beta, k = error_order + 1;
         time_limit > 0: stop with TIME_LIMIT after that many seconds (checked every 64 steps through the
-        clock at `clock_addr`).
+        clock at `clock_addr`). A SIGINT (Ctrl-C) received since the call began stops it with INTERRUPTED
+        (checked at the same points; see ``interrupt``).
     record : int
         0: nothing; 1: record every accepted step (start time, signed step, start state); 2: also the
         stages (for dense output of the recorded solution: dense-output-only stages are computed at every
@@ -324,6 +349,7 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
     safety, fac_min, fac_max, beta = ctrl[0], ctrl[1], ctrl[2], ctrl[3]
     time_limit = ctrl[4] if ctrl.size > 4 else 0.0
     t_start_clock = monotonic(clock_addr) if time_limit > 0.0 else 0.0
+    sigint0 = sigint_count()
     # Hairer's stiffness test for FSAL methods whose last two stages sit at c = 1 (dopri5, tsit5, dop853):
     # h*|lambda| ~ h * ||K_s - K_{s-1}|| / ||Y_s - Y_{s-1}|| above 3.25 (6.1 for DOP853, recognised by its two
     # error estimates: dop853.f) on 15 accepted steps.
@@ -405,9 +431,11 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
             if nsteps >= max_steps:
                 status = st.MAX_STEPS
                 break
-            if time_limit > 0.0 and (nsteps & 63) == 0 and monotonic(clock_addr) - t_start_clock > time_limit:
-                status = st.TIME_LIMIT
-                break
+            if (nsteps & 63) == 0:   # every 64 steps: Ctrl-C and the wall-clock limit
+                stop = periodic_check(sigint0, time_limit, clock_addr, t_start_clock)
+                if stop != st.SUCCESS:
+                    status = stop
+                    break
             min_step = 10.0 * abs(np.nextafter(t, d * np.inf) - t)
             if h_max > 0.0 and h_abs > h_max:
                 h_abs = h_max
@@ -603,7 +631,14 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
         while i_next < m:
             t0 = t
             t1 = ts[i_next]
-            nsub = int(math.ceil(abs(t1 - t0) / dt_fixed * (1.0 - 1e-12)))
+            # the number of steps, in floating point first: with a tiny dt (1e-20 .. 5e-324) it exceeds every
+            # int64 and its conversion overflowed to a negative number (one step per interval, "success"). A count
+            # beyond int64 is MAX_STEPS at once; a representable one runs until max_steps as before.
+            nsub_f = np.ceil(abs(t1 - t0) / dt_fixed * (1.0 - 1e-12))
+            if not (nsub_f < 4.0e18):
+                status = st.MAX_STEPS
+                break
+            nsub = int(nsub_f)
             if nsub < 1:
                 nsub = 1
             h = (t1 - t0) / nsub
@@ -611,9 +646,11 @@ def _integrate_core(mode, kern, n, p, theta, ts, y0,
                 if nsteps >= max_steps:
                     status = st.MAX_STEPS
                     break
-                if time_limit > 0.0 and (nsteps & 63) == 0 and monotonic(clock_addr) - t_start_clock > time_limit:
-                    status = st.TIME_LIMIT
-                    break
+                if (nsteps & 63) == 0:   # every 64 steps: Ctrl-C and the wall-clock limit
+                    stop = periodic_check(sigint0, time_limit, clock_addr, t_start_clock)
+                    if stop != st.SUCCESS:
+                        status = stop
+                        break
                 t_new = t1 if k == nsub - 1 else t0 + (k + 1) * h
                 for i in range(1, s):
                     for q in range(ny):

@@ -28,7 +28,8 @@ from numba import njit
 
 from .fnptr import call_j, call_v
 from .adjoint import step_outputs
-from .rosenbrock import K_JZ, K_VJP, lu_factor
+from .abi import K_JZ, K_VJP
+from .rosenbrock import lu_factor
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 
