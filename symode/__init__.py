@@ -17,7 +17,6 @@ from ._solution import Gradient as Gradient, Sensitivities as Sensitivities, Sol
 from ._version import __version__ as __version__
 from ._numeric.methods import METHODS as _METHODS
 
-METHODS = tuple(_METHODS)
 ADJOINTS = tuple(_ADJOINTS)
 
 # Training (fit, Trainer, ...), optim, nn, distributed and testing are imported on first use: a script that only
@@ -28,6 +27,8 @@ _LAZY = {"fit": "._train", "Trainer": "._train", "TrainState": "._train", "FitRe
 
 
 def __getattr__(name):
+    if name == "METHODS":   # read at each access: methods.register() adds to it
+        return tuple(_METHODS)
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'symode' has no attribute {name!r}")
@@ -40,4 +41,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"METHODS"})

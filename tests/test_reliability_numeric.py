@@ -275,6 +275,7 @@ def test_register_an_explicit_tableau_and_solve_with_it(osc):
         s = osc.solve([1.0, 0.0], [], np.linspace(0.0, 2.0, 5), method="test_heun_euler", rtol=1e-7, atol=1e-9)
         assert s.success and np.max(np.abs(s.z[:, 0] - np.cos(s.t))) < 1e-4
         assert s.stats["nrejected"] >= 0 and s.stats["naccepted"] > 10
+        assert "test_ralston" in symode.METHODS   # the public tuple follows the registry
     finally:
         methods.METHODS.pop("test_ralston", None)
         methods.METHODS.pop("test_heun_euler", None)

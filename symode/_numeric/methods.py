@@ -83,8 +83,6 @@ def register(method, *, name=None, beta=0.0):
     ``method``: a ``tableau.ButcherTableau`` (registered under ``name`` or its own name; fixed-step when it has
     no ``b_error``, its order from the tableau; ``beta``: the PI controller's coefficient, 0 for the classical
     I-controller), or a ready ``Method`` of kind ``"explicit"``. A name already registered is an error."""
-    from .._errors import InputValidationError
-
     if isinstance(method, tb.ButcherTableau):
         T = method
         method = Method(name or T.name, "explicit", T, T.b_error is None, int(T.order), beta=float(beta))
