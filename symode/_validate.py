@@ -45,6 +45,8 @@ def real_array(x, name):
     complex values (NumPy drops the imaginary part), strings and bytes (``"1e-6"`` would be parsed), booleans,
     dates, and objects that are not real numbers. Raises :class:`InputValidationError` naming ``name``.
     Shape and finiteness are the caller's to check."""
+    if type(x) is np.ndarray and x.dtype == np.float64:   # the common case: nothing to refuse
+        return np.array(x, copy=True)
     if isinstance(x, (str, bytes)):
         raise InputValidationError(f"`{name}` must be numeric, got a string ({x!r})")
     try:

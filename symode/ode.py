@@ -11,7 +11,7 @@ from ._engine import SOLVERS
 from ._engine import gradients as _gradients
 from ._engine import prepared as _prepared
 from ._engine.batch import is_batch, solve_batch
-from ._engine.config import DEFAULTS as D, SOLVER_KEYS, config_key, unknown_keywords
+from ._engine.config import DEFAULTS as D, SOLVER_KEYS, unknown_keywords
 from ._engine.explicit import prepare_flat_solve, solve_prepared
 from ._engine.runtime import ModelRuntime
 from ._errors import InputValidationError
@@ -256,15 +256,18 @@ class ODE:
             raise InputValidationError("`ts` (the output times, ts[0] being the start) is required")
         rt = self._rt
         if (client is None and controller is None and time_limit is None and type(rtol) is float
-                and type(atol) is float and V.plain_pair(z0, theta, rt.zshape, rt.tshape) and V.plain_times(ts)):
-            key = config_key(method, rtol, atol, dt, max_steps, dt_max, None)
-            if key is not None:
+                and type(atol) is float and type(max_steps) is int and V.plain_pair(z0, theta, rt.zshape, rt.tshape)
+                and V.plain_times(ts)):
+            # the prepared call of these settings (a bool max_steps is not an int here: it is checked as itself)
+            key = (method, rtol, atol, dt, max_steps, dt_max)
+            fs = rt.lookup("flat_solve", key)
+            if fs is None:
                 fs = rt.memo("flat_solve", key,
-                             lambda: prepare_flat_solve(rt.config(method, rtol, atol, dt, max_steps, dt_max)))
-                if fs is not None:
-                    sol = solve_prepared(rt, z0, theta, ts, fs, throw)
-                    if sol is not None:
-                        return sol
+                             lambda: prepare_flat_solve(rt.config(method, rtol, atol, dt, max_steps, dt_max)) or False)
+            if fs:
+                sol = solve_prepared(rt, z0, theta, ts, fs, throw)
+                if sol is not None:
+                    return sol
         if is_batch(z0, theta):
             if client is not None:
                 map_solve = importlib.import_module(_DISTRIBUTED).map_solve

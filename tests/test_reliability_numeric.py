@@ -209,8 +209,9 @@ def test_fork_after_a_batch_solve_does_not_hang():
 
 
 def test_concurrent_batches_from_threads(osc):
-    """Under the workqueue layer concurrent batches are serialised (Numba would terminate the process on two
-    parallel launches at once); results equal the sequential ones."""
+    """Batches launched from several Python threads at once (concurrent under the OpenMP layer, serialised under
+    ``workqueue``, where Numba would terminate the process on two parallel launches at once) equal the
+    sequential ones."""
     import threading
 
     Z = np.tile([1.0, 0.0], (32, 1)) * np.linspace(1, 2, 32)[:, None]

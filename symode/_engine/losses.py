@@ -27,7 +27,7 @@ from .._symbolic.transforms import running_cost_system
 from .._version import __version__
 from .adjoints.discrete import FusedLoss
 from .batch import broadcast, is_batch, vjp_batch
-from .config import DEFAULTS, SOLVER_KEYS, unknown_keywords
+from .config import DEFAULTS, unknown_keywords
 from .gradients import vjp
 from .runtime import ModelRuntime
 
@@ -226,7 +226,9 @@ def _value_and_grad_batch(rt: ModelRuntime, loss, z0, theta, ts, data, adjoint, 
     else:
         if np.ndim(data) == 3 and np.shape(data)[0] != B:
             raise InputValidationError(f"`data` has {np.shape(data)[0]} members; the batch has {B}")
-        arr = V.loss_data(data, m, cl.n_data, batch=B)
+        # float64 arrays go to data_rows as they are (it checks their shape and finiteness in its compiled fill)
+        arr = data if type(data) is np.ndarray and data.dtype == np.float64 else V.loss_data(data, m, cl.n_data,
+                                                                                               batch=B)
         if arr.ndim == 3:
             D = cl.data_rows(arr, m, batch=B)
         else:
@@ -236,10 +238,12 @@ def _value_and_grad_batch(rt: ModelRuntime, loss, z0, theta, ts, data, adjoint, 
     reduce = kw.pop("reduce", None)
     grad_t = kw.pop("grad_t", True)
     throw = kw.pop("throw", DEFAULTS.throw)
-    settings = {k: kw.pop(k, getattr(DEFAULTS, k)) for k in SOLVER_KEYS}
+    D_ = DEFAULTS
+    cfg = rt.config(kw.pop("method", D_.method), kw.pop("rtol", D_.rtol), kw.pop("atol", D_.atol), kw.pop("dt", D_.dt),
+                    kw.pop("max_steps", D_.max_steps), kw.pop("dt_max", D_.dt_max), kw.pop("controller", D_.controller),
+                    kw.pop("time_limit", D_.time_limit))
     if kw:
         raise unknown_keywords(kw)
-    cfg = rt.config(**settings)
     return vjp_batch(rt, Z, T, tsv, None, cfg, throw, reduce=reduce, loss=(cl.addr, D, rows), grad_t=grad_t,
                      batch=B)
 

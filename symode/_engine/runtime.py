@@ -117,10 +117,18 @@ class ModelRuntime:
 
     # ------------------------------------------------------------------ inputs
     def config(self, method, rtol, atol, dt, max_steps, dt_max, controller=None, time_limit=None) -> SolverConfig:
-        """The checked :class:`SolverConfig` of these settings (cached when they are plain scalars)."""
-        key = config_key(method, rtol, atol, dt, max_steps, dt_max, time_limit) if controller is None else None
-        if key is None:
-            return make_config(self.n, method, rtol, atol, dt, max_steps, dt_max, controller, time_limit)
+        """The checked :class:`SolverConfig` of these settings (cached when they are plain scalars; the types of
+        the optional ones are part of the key, so that a value is always checked as itself)."""
+        if (controller is None and type(method) is str and type(rtol) is float and type(atol) is float
+                and type(max_steps) is int):
+            key = (method, rtol, atol, max_steps, dt, type(dt), dt_max, type(dt_max), time_limit, type(time_limit))
+        else:
+            key = config_key(method, rtol, atol, dt, max_steps, dt_max, time_limit) if controller is None else None
+            if key is None:
+                return make_config(self.n, method, rtol, atol, dt, max_steps, dt_max, controller, time_limit)
+        hit = self.lookup("config", key)
+        if hit is not None:
+            return hit
         return self.memo("config", key, lambda: make_config(self.n, method, rtol, atol, dt, max_steps, dt_max, None,
                                                             time_limit))
 

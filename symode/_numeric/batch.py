@@ -4,15 +4,15 @@ Each trajectory runs the same compiled loop as a single solve, on its own work a
 bitwise identical to solo runs and independent of the number of threads (Numba's ``prange``; the thread
 count follows ``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``).
 
-Threading layer (fork safety). Numba's GNU OpenMP layer (its default where TBB is not installed) kills a
-child process that forks after a parallel region has run ("fork() called from a process already using GNU
-OpenMP"): a ``multiprocessing`` fork pool after a batch solve never returned. Unless the user chose a layer
-(``NUMBA_THREADING_LAYER`` / ``numba.config.THREADING_LAYER``) or a parallel region already ran, this module
-selects Numba's ``workqueue`` layer, which survives fork (its children start their own threads). That layer
-does not allow two parallel launches at once (Numba terminates the process), so the batch entry points below
-(``batch_solve``, ``batch_vjp_discrete``) take a process-wide lock while the layer is ``workqueue`` (or not yet
-chosen): batches from several Python threads run one after another, each with all of Numba's threads. With
-TBB (``pip install tbb``) or an explicit layer nothing is serialised.
+Threading layer and fork. Numba's default layer here is GNU OpenMP (TBB when it is installed), the fastest for
+these loops: the fork-safe ``workqueue`` layer was measured 15 % slower on a P2 training iteration (340 against
+393 us, one thread). GNU OpenMP cannot run a parallel region in a child forked after one ran in the parent (a
+``multiprocessing`` fork pool that solved batches never returned). So a child forked from a process whose OpenMP
+layer has run a parallel batch solves its batches with serial versions of the same loops (compiled there once,
+a few seconds; bit-for-bit the same results, as the members are independent). ``multiprocessing``'s "spawn" or
+"forkserver" start methods, or ``NUMBA_THREADING_LAYER=workqueue``, keep the children parallel. Under the
+``workqueue`` layer (which does not allow two parallel launches at once) the batch entry points take a
+process-wide lock: batches from several Python threads then run one after another.
 
 Wall-clock limit and Ctrl-C: ``ctrl[4]`` (time_limit) bounds the whole call; a member that starts after it
 is spent stops at once with TIME_LIMIT, the running ones at their next check (every 64 steps). Ctrl-C stops the
@@ -34,20 +34,6 @@ from .losses import eval_loss_rows
 from .rk import MODE_F, _all_finite, integrate, integrate_nocheck, time_grad
 
 
-def _choose_threading_layer():
-    import numba
-
-    if os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default":
-        return
-    try:
-        numba.threading_layer()   # a parallel region already ran: the layer is fixed for this process
-        return
-    except ValueError:
-        pass
-    numba.config.THREADING_LAYER = "workqueue"
-
-
-_choose_threading_layer()
 _PARALLEL_LOCK = threading.Lock()
 
 
@@ -60,6 +46,7 @@ class _NoLock:
 
 
 _NO_LOCK = _NoLock()
+_fork = {"parent_layer": None, "serial": False}   # set around fork (os.register_at_fork below)
 
 
 def _parallel_guard():
@@ -69,7 +56,40 @@ def _parallel_guard():
         layer = numba.threading_layer()
     except ValueError:   # no parallel region has run yet in this process
         layer = None
-    return _PARALLEL_LOCK if layer in (None, "workqueue") else _NO_LOCK
+    return _PARALLEL_LOCK if layer == "workqueue" else _NO_LOCK
+
+
+def _before_fork():
+    import numba
+
+    try:
+        _fork["parent_layer"] = numba.threading_layer()
+    except ValueError:
+        _fork["parent_layer"] = None
+
+
+def _after_fork_in_child():
+    # GNU OpenMP cannot start a parallel region in a child forked after one ran in the parent
+    if _fork["parent_layer"] == "omp":
+        _fork["serial"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+_SERIAL_TWINS = {}
+
+
+def _loop(dispatcher):
+    """The parallel batch loop, or in a child forked after OpenMP ran in its parent its serial twin (the same
+    function compiled without ``parallel``: prange runs as range)."""
+    if not _fork["serial"]:
+        return dispatcher
+    twin = _SERIAL_TWINS.get(dispatcher)
+    if twin is None:
+        twin = _SERIAL_TWINS[dispatcher] = njit(error_model="numpy", nogil=True)(dispatcher.py_func)
+    return twin
+
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True, parallel=True)
 _SERIAL = dict(cache=True, error_model="numpy", nogil=True)
@@ -334,9 +354,10 @@ def batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_de
                 rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, status, stats, t_reached):
     """Solve B trajectories: y0s (B, n), thetas (B, p) -> out_y (B, m, n), status (B,), stats (B, 8),
     t_reached (B,). y0s or thetas may have one row, shared by every member (no broadcast copy). ``ctrl[4]``
-    (time_limit > 0) bounds the whole call. Serialised with other batches under the ``workqueue`` layer."""
+    (time_limit > 0) bounds the whole call. Serialised with other batches under the ``workqueue`` layer; serial in a
+    child forked after OpenMP ran (see the module docstring)."""
     with _parallel_guard():
-        _batch_solve(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order,
+        _loop(_batch_solve)(kern, n, p, thetas, ts, y0s, rk_a, rk_b, rk_b_error, rk_c, rk_dense, fsal, error_order,
                      adaptive, rtol, atol, h_init, h_max, dt_fixed, max_steps, ctrl, out_y, status, stats, t_reached,
                      clock_address())
 
@@ -347,7 +368,7 @@ def batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, los
     """See ``_batch_vjp_discrete``; ``ctrl[4]`` (time_limit > 0) bounds the whole call. Serialised with other
     batches under the ``workqueue`` layer."""
     with _parallel_guard():
-        _batch_vjp_discrete(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
+        _loop(_batch_vjp_discrete)(kern, n, p, thetas, ts, y0s, cots, loss_addr, loss_d, loss_rows, values, rk_a, rk_b,
                             rk_b_error, rk_c, rk_dense, fsal, error_order, adaptive, rtol, atol, h_init, h_max,
                             dt_fixed, max_steps, ctrl, out_y, g_z0, g_theta, g_t, status, stats, rec_cap, want_t,
                             clock_address())

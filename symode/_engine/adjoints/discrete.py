@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import _status
-from ..._errors import InputValidationError, IntegrationError
+from ..._errors import IntegrationError
 from ..._numeric import adjoint as adj
 from ..._numeric import rosenbrock_adjoint as ra
 from ..._numeric.batch import vjp_discrete_one
