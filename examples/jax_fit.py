@@ -4,7 +4,7 @@ The four Lotka-Volterra parameters (true (1.5, 1, 3, 1)) are recovered from thre
 different initial states (2 % noise). The whole training step -- the batched solve (jax.vmap over the three
 initial states: one compiled parallel symode call), the loss, its gradient (symode's discrete adjoint, one
 compiled batched call) and the optimizer update -- is one jax.jit function. The parameters are fitted in log
-space (positive rates). optax.adam when optax is installed, else plain gradient descent with momentum.
+space (positive rates). optax.adam when optax is installed, else the same Adam steps written out in jax.numpy.
 
 Run:  python examples/jax_fit.py [--quick] [--out DIR]
 Saves jax_fit.png (data and fitted trajectories; loss curve).
@@ -39,14 +39,19 @@ def make_optimizer(lr):
     try:
         import optax
     except ImportError:
-        print("optax is not installed: plain gradient descent with momentum")
+        print("optax is not installed: the same Adam steps written out in jax.numpy")
+        b1, b2, eps = 0.9, 0.999, 1e-8
 
         def init(p):
-            return jnp.zeros_like(p)
+            return jnp.zeros_like(p), jnp.zeros_like(p), jnp.zeros(())
 
-        def update(g, v, p):
-            v = 0.9 * v - lr * g
-            return p + v, v
+        def update(g, state, p):
+            m, v, k = state
+            k = k + 1.0
+            m = b1 * m + (1.0 - b1) * g
+            v = b2 * v + (1.0 - b2) * g * g
+            step = lr * (m / (1.0 - b1 ** k)) / (jnp.sqrt(v / (1.0 - b2 ** k)) + eps)
+            return p - step, (m, v, k)
         return init, update
     opt = optax.adam(lr)
 
