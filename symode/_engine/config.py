@@ -89,9 +89,6 @@ class SolverConfig:
         ctrl[CTRL_STRIDE] = stride
         return replace(self, ctrl=ctrl)
 
-    def with_tolerances(self, rtol, atol):
-        return replace(self, rtol=rtol, atol=atol)
-
 
 def rk_arrays(meth):
     if meth.kind != "explicit":
@@ -129,11 +126,6 @@ def config_key(method, rtol, atol, dt, max_steps, dt_max, time_limit):
         if not (v is None or type(v) in (str, int, float)):
             return None
     return tuple((type(v), v) for v in vals)
-
-
-def split_solver_kwargs(kw):
-    """Pop the solver keywords out of ``kw`` (a dict) and return them as a dict with the defaults filled in."""
-    return {k: kw.pop(k, getattr(DEFAULTS, k)) for k in SOLVER_KEYS}
 
 
 def unknown_keywords(kw, valid=None):

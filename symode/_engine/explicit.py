@@ -43,10 +43,6 @@ class IntegrationResult:
     def t_reached(self):
         return float(self.fstats[0])
 
-    @property
-    def ok(self):
-        return self.status == _status.SUCCESS
-
 
 def integrate(rt: ModelRuntime, mode, y0, theta, ts, cfg: SolverConfig, nerr=None, record=0, stop_at_ts=False,
               jumps=None, seg=None, rtol=None, atol=None, rec_cap=None) -> IntegrationResult:

@@ -23,10 +23,6 @@ from .runtime import ModelRuntime
 _VJP_KEYS = SOLVER_KEYS + ("throw",) + ADJOINT_KEYS + ("reduce", "grad_t")
 
 
-def check_cotangent(cotangent, m, n):
-    return V.cotangent(cotangent, m, n)
-
-
 def vjp(rt: ModelRuntime, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, method=DEFAULTS.method,
         rtol=DEFAULTS.rtol, atol=DEFAULTS.atol, dt=DEFAULTS.dt, max_steps=DEFAULTS.max_steps, throw=DEFAULTS.throw,
         dt_max=DEFAULTS.dt_max, controller=DEFAULTS.controller, seminorm=True, adjoint_rtol=None, adjoint_atol=None,
@@ -52,7 +48,7 @@ def vjp(rt: ModelRuntime, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, met
             return fused(rt, z0, theta, ts, None, cfg, throw, loss=cotangent, grad_t=grad_t)
         cotangent = cotangent.fallback
     elif adjoint == "discrete" and cfg.explicit and not callable(cotangent):
-        return fused(rt, z0, theta, ts, check_cotangent(cotangent, m, n), cfg, throw, grad_t=grad_t)
+        return fused(rt, z0, theta, ts, V.cotangent(cotangent, m, n), cfg, throw, grad_t=grad_t)
     extra = {}
     if callable(cotangent):
         cot_fn = cotangent
@@ -62,9 +58,9 @@ def vjp(rt: ModelRuntime, z0, theta, ts, cotangent, adjoint=DEFAULT_ADJOINT, met
             extra["value"], extra["gtheta"] = value, gth_extra
             if not np.isfinite(value):
                 raise nonfinite_gradient(float(value))
-            return check_cotangent(c, m, n)
+            return V.cotangent(c, m, n)
     else:
-        cot = check_cotangent(cotangent, m, n)
+        cot = V.cotangent(cotangent, m, n)
 
         def get_cot(sol):
             return cot

@@ -100,11 +100,6 @@ class ModelRuntime:
             del store[next(iter(store))]
         store[key] = value
 
-    def forget(self, kind):
-        """Drop the cache of one kind."""
-        with self._lock:
-            self._memo.pop(kind, None)
-
     def note_steps(self, n_rec):
         """Remember how many steps a recorded solve took, so that the next one allocates enough at once, and not
         much more: the hint shrinks by half (to 16 at least) while solves use under a quarter of it (a P2
